@@ -1,0 +1,152 @@
+"""Base class, config and the one name -> method registry for soft-prompt methods.
+
+Every method is an ``nn.Module`` whose ``forward()`` returns the ``(n, e)`` prompt that is
+prepended to the encoder input. Nothing outside this module branches on method names:
+callers go through :func:`get_method` / :func:`build_method`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+
+class ConfigError(ValueError):
+    """A configuration value is unknown or invalid; the message names the field."""
+
+
+@dataclass
+class MethodConfig:
+    """Options shared by every method. Subclasses add their own fields and validate them."""
+
+    n_tokens: int = 10
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.n_tokens, int) or isinstance(self.n_tokens, bool) or self.n_tokens < 1:
+            raise ConfigError(f"n_tokens must be a positive integer, got {self.n_tokens!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "MethodConfig":
+        """Build from a mapping; unknown keys raise a ConfigError naming them."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ConfigError(
+                f"unknown option(s) for this method: {', '.join(unknown)} (valid: {', '.join(sorted(names))})"
+            )
+        return cls(**values)
+
+
+@dataclass
+class InitContext:
+    """What a method may need to initialise itself.
+
+    embedding: the backbone's input embedding matrix (V, e), never modified.
+    label_token_ids: token ids of each label word (for ``init=labels``).
+    init_prompt: an (n, e) prompt to start from (SPoT init / ``artifact:PATH``).
+    sources: (k, n, e) source prompts (ATTEMPT).
+    """
+
+    embedding: torch.Tensor
+    generator: torch.Generator = field(default_factory=lambda: torch.Generator().manual_seed(0))
+    label_token_ids: list[list[int]] = field(default_factory=list)
+    init_prompt: torch.Tensor | None = None
+    sources: torch.Tensor | None = None
+
+    @property
+    def d_model(self) -> int:
+        return int(self.embedding.shape[1])
+
+
+class PromptMethod(nn.Module):
+    """A soft-prompt parameterisation. Subclasses set the ClassVars and implement forward."""
+
+    name: ClassVar[str]
+    config_cls: ClassVar[type[MethodConfig]]
+    default_lr: ClassVar[float]
+    default_weight_decay: ClassVar[float]
+    summary: ClassVar[str] = ""
+
+    def __init__(self, config: MethodConfig, ctx: InitContext) -> None:
+        super().__init__()
+        self.config = config
+        self.d_model = ctx.d_model
+
+    @property
+    def n_tokens(self) -> int:
+        return self.config.n_tokens
+
+    def forward(self) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def collapse(self) -> torch.Tensor:
+        """The final (n, e) prompt, detached, float32, on CPU: all that serving needs."""
+        return self().detach().float().cpu().contiguous()
+
+    def num_trainable(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def no_decay_names(self) -> set[str]:
+        """Parameter names excluded from weight decay (biases and LayerNorm by default)."""
+        return {n for n, p in self.named_parameters() if p.ndim < 2}
+
+    def param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
+        """AdamW parameter groups: decayed and non-decayed parameters."""
+        skip = self.no_decay_names()
+        decay = [p for n, p in self.named_parameters() if p.requires_grad and n not in skip]
+        no_decay = [p for n, p in self.named_parameters() if p.requires_grad and n in skip]
+        groups = [{"params": decay, "weight_decay": weight_decay}]
+        if no_decay:
+            groups.append({"params": no_decay, "weight_decay": 0.0})
+        return groups
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """The method's own tensors (parameters and buffers), for resuming; CPU float32."""
+        return {k: v.detach().float().cpu().contiguous() for k, v in self.state_dict().items()}
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.load_state_dict({k: v for k, v in tensors.items()}, strict=True)
+
+
+METHODS: dict[str, type[PromptMethod]] = {}
+
+
+def register(cls: type[PromptMethod]) -> type[PromptMethod]:
+    """Class decorator adding a method to the registry under ``cls.name``."""
+    if cls.name in METHODS:
+        raise ValueError(f"method {cls.name!r} registered twice")
+    METHODS[cls.name] = cls
+    return cls
+
+
+def method_names() -> list[str]:
+    _ensure_loaded()
+    return sorted(METHODS)
+
+
+def get_method(name: str) -> type[PromptMethod]:
+    _ensure_loaded()
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise ConfigError(f"unknown method {name!r}; choose one of: {', '.join(sorted(METHODS))}") from None
+
+
+def build_method(name: str, options: dict[str, Any], ctx: InitContext) -> PromptMethod:
+    """Instantiate method ``name`` with config ``options`` (unknown keys raise)."""
+    cls = get_method(name)
+    return cls(cls.config_cls.from_dict(options), ctx)
+
+
+def _ensure_loaded() -> None:
+    # Importing the package's method modules fills METHODS; done lazily so that importing
+    # spp.prompts.base stays cheap and free of import cycles.
+    from spp.prompts import methods  # noqa: F401

@@ -1,0 +1,237 @@
+"""Rank classification: score every candidate label under the decoder and take the best.
+
+The encoder runs once per example. The candidates of one example are then packed into ONE
+decoder sequence, ``[<s> c1 ... | <s> c2 ... | ...]``, with a block-diagonal causal mask: each
+candidate attends only to its own tokens, and because T5's decoder position bias depends only
+on relative distance, every candidate scores exactly as if decoded alone. So a batch needs one
+decoder pass of B rows, with no copy of the encoder states per candidate, and rows of a batch
+may carry different prompts (any n) and different label sets: the server and the transfer
+evaluator mix tasks in one batch through :meth:`Scorer.score`.
+
+Log-probabilities are ``logit[target] - logsumexp(logits)``: no full-vocabulary log-softmax is
+materialised. A candidate's score is the sum of its token log-probabilities (EOS included).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+
+from spp.prompts.backbone import Backbone, prepend_prompts
+
+
+@dataclass(frozen=True)
+class LabelSet:
+    """The candidate label words of a task and their token ids (each ending in EOS)."""
+
+    words: tuple[str, ...]
+    token_ids: tuple[tuple[int, ...], ...]
+
+    @classmethod
+    def build(cls, backbone: Backbone, words: Sequence[str]) -> "LabelSet":
+        return cls(tuple(words), tuple(tuple(t) for t in backbone.label_token_ids(words)))
+
+
+@dataclass
+class Scores:
+    """Per-row candidate log-likelihoods (B, K) with -inf where a row has fewer candidates."""
+
+    loglik: torch.Tensor  # (B, K)
+    sizes: list[int]
+
+    @property
+    def preds(self) -> list[int]:
+        return self.loglik.argmax(dim=1).tolist()
+
+    def probs(self) -> list[list[float]]:
+        """Softmax over each row's own candidates (what the server reports)."""
+        p = torch.softmax(self.loglik.float(), dim=1)  # (B, K)
+        return [row[:k].tolist() for row, k in zip(p, self.sizes)]
+
+
+class Scorer:
+    """Scores texts with per-row prompts and label sets on a frozen backbone."""
+
+    def __init__(self, backbone: Backbone, *, max_source_length: int = 512) -> None:
+        self.backbone = backbone
+        self.max_source_length = max_source_length
+        self._pack_cache: dict[tuple, tuple] = {}  # label set -> packed decoder row
+
+    def tokenize(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        enc = self.backbone.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.max_source_length, return_tensors="pt"
+        )
+        dev = self.backbone.device
+        return enc["input_ids"].to(dev), enc["attention_mask"].to(dev)
+
+    def encode(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        prompts: torch.Tensor | Sequence[torch.Tensor],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run the encoder on ``[prompt | tokens]``; returns (B, T, e) states and (B, T) mask."""
+        model = self.backbone.model
+        embeds = model.get_input_embeddings()(input_ids)  # (B, L, e)
+        if isinstance(prompts, torch.Tensor):
+            prompts = prompts.to(embeds.device)
+        else:
+            prompts = [p.to(embeds.device) for p in prompts]
+        inputs, mask = prepend_prompts(embeds, attention_mask, prompts)  # (B, T, e), (B, T)
+        states = model.get_encoder()(inputs_embeds=inputs, attention_mask=mask).last_hidden_state
+        return states, mask
+
+    def candidate_loglik(
+        self, states: torch.Tensor, enc_mask: torch.Tensor, label_sets: Sequence[LabelSet]
+    ) -> Scores:
+        """One decoder pass over all candidates of all rows (see module docstring)."""
+        packed = _pack_candidates(label_sets, self.backbone, states.device, self._pack_cache)
+        dtype = states.dtype
+        allowed = packed.allowed  # (B, D, D) bool
+        bias = torch.zeros(allowed.shape, dtype=dtype, device=states.device)
+        bias.masked_fill_(~allowed, torch.finfo(dtype).min)
+        out = self.backbone.model(
+            encoder_outputs=(states,),
+            attention_mask=enc_mask,
+            decoder_input_ids=packed.inputs,
+            decoder_attention_mask=bias.unsqueeze(1),  # (B, 1, D, D) prepared 4D mask
+            use_cache=False,
+        )
+        logits = out.logits  # (B, D, V)
+        target = logits.gather(-1, packed.targets.unsqueeze(-1)).squeeze(-1).float()  # (B, D)
+        token_lp = (target - torch.logsumexp(logits.float(), dim=-1)) * packed.valid  # (B, D)
+        B, K = packed.sizes_tensor.shape[0], packed.k_max
+        sums = token_lp.new_zeros(B, K + 1).scatter_add_(1, packed.segment, token_lp)  # (B, K+1)
+        loglik = sums[:, :K].masked_fill(~packed.has_candidate, float("-inf"))  # (B, K)
+        return Scores(loglik=loglik, sizes=packed.sizes)
+
+    @torch.no_grad()
+    def score(
+        self,
+        texts: Sequence[str],
+        prompts: torch.Tensor | Sequence[torch.Tensor],
+        label_sets: LabelSet | Sequence[LabelSet],
+    ) -> Scores:
+        """Score one batch. ``prompts``/``label_sets``: one for all rows, or one per row."""
+        if isinstance(label_sets, LabelSet):
+            label_sets = [label_sets] * len(texts)
+        ids, mask = self.tokenize(texts)
+        states, enc_mask = self.encode(ids, mask, prompts)
+        return self.candidate_loglik(states, enc_mask, label_sets)
+
+    @torch.no_grad()
+    def generate(
+        self, texts: Sequence[str], prompt: torch.Tensor, labels: LabelSet, max_new_tokens: int | None = None
+    ) -> list[str]:
+        """Free decoding with the prompt (the paper's protocol); returns the decoded strings."""
+        model = self.backbone.model
+        ids, mask = self.tokenize(texts)
+        embeds = model.get_input_embeddings()(ids)  # (B, L, e)
+        inputs, full_mask = prepend_prompts(embeds, mask, prompt.to(embeds.device))
+        limit = max_new_tokens or max(len(t) for t in labels.token_ids) + 2
+        out = model.generate(inputs_embeds=inputs, attention_mask=full_mask, max_new_tokens=limit, do_sample=False)
+        return [s.strip() for s in self.backbone.tokenizer.batch_decode(out, skip_special_tokens=True)]
+
+
+@dataclass
+class _Packed:
+    inputs: torch.Tensor  # (B, D) decoder input ids
+    targets: torch.Tensor  # (B, D) ids to score
+    valid: torch.Tensor  # (B, D) 1.0 on real positions
+    segment: torch.Tensor  # (B, D) candidate index of each position (K for padding)
+    allowed: torch.Tensor  # (B, D, D) same candidate and causal
+    has_candidate: torch.Tensor  # (B, K)
+    sizes: list[int]
+    sizes_tensor: torch.Tensor
+    k_max: int
+
+
+def _pack_row(label_set: LabelSet, start_id: int, cache: dict) -> tuple[list[int], list[int], list[int]]:
+    """Decoder inputs, targets and segment ids of one row; cached per label set."""
+    key = (label_set.token_ids, start_id)
+    hit = cache.get(key)
+    if hit is None:
+        inputs: list[int] = []
+        targets: list[int] = []
+        segs: list[int] = []
+        for k, ids in enumerate(label_set.token_ids):
+            inputs += [start_id, *ids[:-1]]  # teacher forcing: shift right
+            targets += list(ids)
+            segs += [k] * len(ids)
+        if len(cache) > 4096:  # bounded: label sets are few, this is only a guard
+            cache.clear()
+        hit = cache[key] = (inputs, targets, segs)
+    return hit
+
+
+def _pack_candidates(
+    label_sets: Sequence[LabelSet], backbone: Backbone, device: torch.device, cache: dict
+) -> _Packed:
+    start = int(backbone.model.config.decoder_start_token_id)
+    pad = int(backbone.model.config.pad_token_id)
+    rows = [_pack_row(ls, start, cache) for ls in label_sets]
+    sizes = [len(ls.token_ids) for ls in label_sets]
+    B, D, K = len(rows), max(len(r[0]) for r in rows), max(sizes)
+    inputs = torch.full((B, D), pad, dtype=torch.long)
+    targets = torch.full((B, D), pad, dtype=torch.long)
+    segment = torch.full((B, D), K, dtype=torch.long)
+    for i, (inp, tgt, seg) in enumerate(rows):
+        inputs[i, : len(inp)] = torch.tensor(inp)
+        targets[i, : len(tgt)] = torch.tensor(tgt)
+        segment[i, : len(seg)] = torch.tensor(seg)
+    valid = segment < K  # (B, D)
+    pos = torch.arange(D)
+    causal = pos.unsqueeze(0) <= pos.unsqueeze(1)  # (D, D): key <= query
+    same = segment.unsqueeze(2) == segment.unsqueeze(1)  # (B, D, D)
+    # Padding positions attend to themselves only, so no softmax row is empty (no NaN).
+    allowed = (same & causal & valid.unsqueeze(1)) | torch.eye(D, dtype=torch.bool)
+    sizes_t = torch.tensor(sizes)
+    has = torch.arange(K).unsqueeze(0) < sizes_t.unsqueeze(1)  # (B, K)
+    return _Packed(
+        inputs=inputs.to(device),
+        targets=targets.to(device),
+        valid=valid.to(device, torch.float32),
+        segment=segment.to(device),
+        allowed=allowed.to(device),
+        has_candidate=has.to(device),
+        sizes=sizes,
+        sizes_tensor=sizes_t,
+        k_max=K,
+    )
+
+
+ProgressFn = Callable[[int], None]
+
+
+def iter_batches(n: int, batch_size: int):
+    for start in range(0, n, batch_size):
+        yield start, min(n, start + batch_size)
+
+
+@torch.no_grad()
+def score_texts(
+    scorer: Scorer,
+    texts: Sequence[str],
+    prompt: torch.Tensor,
+    labels: LabelSet,
+    *,
+    batch_size: int = 32,
+    progress: ProgressFn | None = None,
+) -> tuple[list[int], list[list[float]]]:
+    """Predicted label ids and per-label probabilities for many texts with one prompt.
+
+    Texts are sorted by length so batches pad little; results come back in input order.
+    """
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    preds: list[int] = [0] * len(texts)
+    probs: list[list[float]] = [[]] * len(texts)
+    for a, b in iter_batches(len(order), batch_size):
+        idx = order[a:b]
+        scores = scorer.score([texts[i] for i in idx], prompt, labels)
+        for i, p, pr in zip(idx, scores.preds, scores.probs()):
+            preds[i], probs[i] = p, pr
+        if progress:
+            progress(b - a)
+    return preds, probs
