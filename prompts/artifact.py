@@ -7,6 +7,8 @@ parameters, for resuming or transfer initialisation). Metadata lives in the safe
 
 from __future__ import annotations
 
+from spp.prompts.errors import SppError
+
 import dataclasses
 import json
 import math
@@ -18,14 +20,13 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save as st_save
 
 FORMAT_VERSION = "1"
 PROMPT_KEY = "prompt"
 STATE_PREFIX = "state."
 
 
-class ArtifactError(ValueError):
+class ArtifactError(SppError):
     """The file is not a valid spp artifact; the message says why."""
 
 
@@ -136,13 +137,36 @@ class Artifact:
             raise ArtifactError("prompt contains NaN or infinite values")
 
 
+_DTYPES = {
+    torch.float32: "F32", torch.float64: "F64", torch.float16: "F16", torch.bfloat16: "BF16",
+    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8", torch.bool: "BOOL",
+}
+
+
 def artifact_bytes(artifact: Artifact) -> bytes:
-    """Serialise to the safetensors byte format (deterministic for the same content)."""
+    """Serialise to the safetensors format, byte-for-byte deterministic for the same content.
+
+    safetensors' own writer orders metadata keys by hash, so the same artifact would get a new
+    sha256 each save; the registry addresses content by hash, so the header is written here
+    with sorted keys (the layout: u64 header size, JSON header padded to 8 bytes, raw data).
+    """
     artifact.validate()
     tensors = {PROMPT_KEY: artifact.prompt.detach().float().cpu().contiguous()}
     for name, t in artifact.state.items():
         tensors[STATE_PREFIX + name] = t.detach().cpu().contiguous()
-    return st_save(tensors, metadata=artifact.meta.to_header())
+    header: dict[str, Any] = {"__metadata__": dict(sorted(artifact.meta.to_header().items()))}
+    chunks, offset = [], 0
+    for name in sorted(tensors):
+        t = tensors[name]
+        if t.dtype not in _DTYPES:
+            raise ArtifactError(f"tensor {name!r} has unsupported dtype {t.dtype}")
+        data = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
+        header[name] = {"dtype": _DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
+        chunks.append(data)
+        offset += len(data)
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    return len(raw).to_bytes(8, "little") + raw + b"".join(chunks)
 
 
 def save_artifact(artifact: Artifact, path: str | os.PathLike[str]) -> Path:

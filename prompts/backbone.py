@@ -8,6 +8,8 @@ encoder input with :func:`prepend_prompts`, so they agree exactly.
 
 from __future__ import annotations
 
+from spp.prompts.errors import SppError
+
 import hashlib
 import json
 import logging
@@ -24,7 +26,7 @@ log = logging.getLogger(__name__)
 RANDOM_PREFIX = "random:"
 
 
-class BackboneError(ValueError):
+class BackboneError(SppError):
     """The backbone or its tokenizer cannot be loaded, or does not match a prompt."""
 
 

@@ -7,6 +7,8 @@ callers go through :func:`get_method` / :func:`build_method`.
 
 from __future__ import annotations
 
+from spp.prompts.errors import SppError
+
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -15,7 +17,7 @@ import torch
 from torch import nn
 
 
-class ConfigError(ValueError):
+class ConfigError(SppError):
     """A configuration value is unknown or invalid; the message names the field."""
 
 

@@ -1,0 +1,80 @@
+"""Rich progress displays driven by library callbacks (the library itself only logs)."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from spp.cli.common import err_console
+from spp.prompts.metrics import main_score
+from spp.prompts.trainer import TrainEvent
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=False,
+    )
+
+
+class TrainProgress:
+    """A bar per training run with the running loss and the last validation score."""
+
+    def __init__(self, enabled: bool = True, description: str = "train") -> None:
+        self.enabled = enabled
+        self.description = description
+        self._progress = _progress() if enabled else None
+        self._task = None
+        self._loss: float | None = None
+        self._metric = ""
+
+    def __enter__(self) -> "TrainProgress":
+        if self._progress:
+            self._progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._progress:
+            self._progress.stop()
+
+    def stage(self, text: str) -> None:
+        """A one-line note between runs (the demo's steps)."""
+        self.description = text
+        if self._progress:
+            self._progress.console.print(f"[cyan]>[/] {text}")
+
+    def update(self, event: TrainEvent) -> None:
+        if not self._progress:
+            return
+        if event.kind == "start":
+            self._task = self._progress.add_task(self.description, total=event.total_steps, info="")
+            return
+        if event.loss is not None:
+            # exponential moving average: the raw minibatch loss is too noisy to read
+            self._loss = event.loss if self._loss is None else 0.9 * self._loss + 0.1 * event.loss
+        if event.kind == "eval" and event.metrics:
+            self._metric = f" val {main_score(event.metrics):.4f}"
+        if event.kind == "end":
+            self._loss = None
+        info = (f"loss {self._loss:.4f}" if self._loss is not None else "") + self._metric
+        if self._task is not None:
+            self._progress.update(self._task, completed=event.step, info=info)
+
+
+@contextmanager
+def count_progress(description: str, enabled: bool = True, total: int | None = None) -> Iterator[Callable[[int], None]]:
+    """A bar advanced by a callback taking a count (examples scored)."""
+    if not enabled:
+        yield lambda n: None
+        return
+    with _progress() as progress:
+        task = progress.add_task(description, total=total, info="")
+        yield lambda n: progress.advance(task, n)

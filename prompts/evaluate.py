@@ -1,0 +1,52 @@
+"""Evaluate a prompt on a task split: rank classification (default) or free generation."""
+
+from __future__ import annotations
+
+from typing import Callable, Literal
+
+import torch
+
+from spp.prompts.data import TaskData
+from spp.prompts.metrics import compute_metrics
+from spp.prompts.scoring import LabelSet, Scorer, iter_batches, score_texts
+from spp.prompts.tasks import TaskError
+
+Mode = Literal["rank", "generate"]
+
+
+def evaluate_prompt(
+    scorer: Scorer,
+    prompt: torch.Tensor,
+    data: TaskData,
+    *,
+    mode: Mode = "rank",
+    batch_size: int = 32,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, float]:
+    """Metrics of ``prompt`` (n, e) on ``data``; generate mode adds ``invalid_rate``.
+
+    In generate mode an output that is not one of the label words counts as wrong (the
+    paper scores runs with invalid labels as 0); rank mode cannot produce one.
+    """
+    if not data.has_labels:
+        raise TaskError(f"task {data.task.name}: split {data.split} has no labels to evaluate against")
+    if len(data) == 0:
+        raise TaskError(f"task {data.task.name}: split {data.split} is empty")
+    labels = LabelSet.build(scorer.backbone, data.task.label_words)
+    if mode == "rank":
+        preds, _ = score_texts(scorer, data.texts, prompt, labels, batch_size=batch_size, progress=progress)
+        return compute_metrics(data.task, preds, data)
+    if mode != "generate":
+        raise ValueError(f"mode must be 'rank' or 'generate', got {mode!r}")
+    index = {w: i for i, w in enumerate(data.task.label_words)}
+    preds, invalid = [], 0
+    for a, b in iter_batches(len(data), batch_size):
+        for text in scorer.generate(data.texts[a:b], prompt, labels):
+            pred = index.get(text, -1)
+            invalid += pred < 0
+            preds.append(pred)
+        if progress:
+            progress(b - a)
+    metrics = compute_metrics(data.task, preds, data)
+    metrics["invalid_rate"] = invalid / len(data)
+    return metrics
