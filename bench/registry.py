@@ -1,0 +1,179 @@
+"""Registry benchmark: resolve + load latency with 10,000 versions, and `spp list --json` wall time.
+
+    python bench/registry.py                       # 10,000 versions across 100 names, 10 x 768 prompts
+    python bench/registry.py --versions 1000 --keep /tmp/reg   # smaller, keep the registry
+
+The registry is filled through the public ``Registry.publish`` API (blob fsync + one SQLite
+transaction per version, as real publishes do), so the build time is itself a publish
+throughput figure. Each name also gets a ``prod`` alias. Latencies are measured in-process on
+a warm handle, over a random mix of ``name``, ``name@k`` and ``name@prod`` references.
+Results: a table on stdout and ``bench/results/registry.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from spp.prompts.artifact import Artifact, ArtifactMeta, artifact_bytes
+from spp.registry import Registry
+
+RESULTS = Path(__file__).resolve().parent / "results" / "registry.json"
+
+
+def build(reg: Registry, versions: int, names: int, n_tokens: int, d_model: int, seed: int) -> dict[str, float]:
+    """Publish ``versions`` distinct artifacts round-robin over ``names`` names."""
+    gen = torch.Generator().manual_seed(seed)
+    start = time.perf_counter()
+    for i in range(versions):
+        task = f"task{i % names:03d}"
+        meta = ArtifactMeta(
+            task=task, method=("superpos", "ept", "simple", "residual")[i % 4], backbone="google/t5-base-lm-adapt",
+            fingerprint="sha256:" + "0" * 64, d_model=d_model, n_tokens=n_tokens,
+            metrics={"validation": {"accuracy": round(random.Random(i).random(), 4)}},
+            created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        )
+        data = artifact_bytes(Artifact(prompt=torch.randn(n_tokens, d_model, generator=gen), meta=meta))  # (n, e)
+        aliases = ["prod"] if i // names == (versions // names) // 2 else []  # prod: a mid-history version
+        reg.publish(data, aliases=aliases, tags={"batch": str(i // names)})
+        if (i + 1) % 1000 == 0:
+            print(f"  published {i + 1}/{versions} ({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
+    total = time.perf_counter() - start
+    return {"build_s": total, "publish_ms_mean": 1000 * total / versions}
+
+
+def percentiles(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
+    return {"p50_ms": 1000 * statistics.median(ordered), "p95_ms": 1000 * pick(0.95), "p99_ms": 1000 * pick(0.99),
+            "mean_ms": 1000 * statistics.fmean(ordered)}
+
+
+def latency(root: Path, names: int, per_name: int, iterations: int, seed: int) -> dict[str, dict[str, float]]:
+    reg = Registry(root)
+    rng = random.Random(seed)
+    refs = []
+    for _ in range(iterations):
+        name = f"task{rng.randrange(names):03d}"
+        kind = rng.randrange(3)
+        refs.append(name if kind == 0 else f"{name}@prod" if kind == 1 else f"{name}@{rng.randint(1, per_name)}")
+    for ref in refs[:50]:  # warm the connection and the page cache
+        reg.load(ref)
+    resolve_t, load_t = [], []
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    for ref in refs:
+        t0 = time.perf_counter()
+        reg.resolve(ref)
+        t1 = time.perf_counter()
+        version, artifact = reg.load(ref)  # resolve + read + sha256 check + parse
+        t2 = time.perf_counter()
+        resolve_t.append(t1 - t0)
+        load_t.append(t2 - t1)
+        assert artifact.prompt.shape == (version.n_tokens, version.d_model)
+    # Share of the wall time this process was on a CPU: well below 1 means other processes took
+    # the cores, and the tail (p99) then shows scheduler time slices, not registry work.
+    cpu_share = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
+    return {"resolve": percentiles(resolve_t), "resolve_load": percentiles(load_t), "cpu_share": cpu_share}
+
+
+def cli_wall(args: list[str], repeats: int) -> float:
+    exe = shutil.which("spp")
+    cmd = [exe] if exe else [sys.executable, "-m", "spp.cli.main"]
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        done = subprocess.run(cmd + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        times.append(time.perf_counter() - t0)
+        if done.returncode != 0:
+            raise SystemExit(f"spp {' '.join(args)} failed: {done.stderr.decode()[-500:]}")
+    return statistics.median(times)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--versions", type=int, default=10_000)
+    p.add_argument("--names", type=int, default=100)
+    p.add_argument("--n-tokens", type=int, default=10)
+    p.add_argument("--d-model", type=int, default=768)
+    p.add_argument("--iterations", type=int, default=2000, help="resolve + load samples")
+    p.add_argument("--repeats", type=int, default=3, help="runs of each CLI command (median)")
+    p.add_argument("--keep", type=Path, help="build (or reuse) the registry here and keep it")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=RESULTS)
+    args = p.parse_args()
+    torch.set_num_threads(1)
+
+    root = args.keep or Path(tempfile.mkdtemp(prefix="spp-bench-registry-"))
+    reg = Registry(root)
+    existing = len(reg.list())
+    build_stats: dict[str, float] = {}
+    if existing == 0:
+        print(f"building {args.versions} versions across {args.names} names in {root} ...", file=sys.stderr)
+        build_stats = build(reg, args.versions, args.names, args.n_tokens, args.d_model, args.seed)
+    elif existing != args.versions:
+        raise SystemExit(f"{root} holds {existing} versions, not {args.versions}; use an empty --keep directory")
+    per_name = args.versions // args.names
+    lat = latency(root, args.names, per_name, args.iterations, args.seed)
+    t0 = time.perf_counter()
+    listed = reg.list()
+    list_inproc = time.perf_counter() - t0
+    list_wall = cli_wall(["list", "--json", "--registry", str(root)], args.repeats)
+    help_wall = cli_wall(["--help"], args.repeats)
+    blob_bytes = sum(p.stat().st_size for _, p in reg.store.iter_blobs())
+    result = {
+        "config": {"versions": len(listed), "names": len(reg.names()), "prompt": [args.n_tokens, args.d_model],
+                   "iterations": args.iterations, "blob_bytes": blob_bytes},
+        "build": build_stats,
+        "latency": lat,
+        "list": {"spp_list_json_wall_s": list_wall, "spp_help_wall_s": help_wall, "registry_list_inprocess_s": list_inproc},
+        "env": {"python": platform.python_version(), "sqlite": sqlite3.sqlite_version, "torch": torch.__version__,
+                "platform": platform.platform(), "cpus": os.cpu_count(), "loadavg_1m": os.getloadavg()[0],
+                "date": datetime.now(timezone.utc).isoformat(timespec="seconds")},
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print_table(result)
+    print(f"saved {args.out}")
+    if args.keep is None:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def print_table(r: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    cfg = r["config"]
+    table = Table(title=f"registry: {cfg['versions']:,} versions, {cfg['names']} names, {cfg['prompt'][0]}x{cfg['prompt'][1]} prompts")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_column("target", justify="right")
+    lat = r["latency"]
+    table.add_row("resolve + load p50", f"{lat['resolve_load']['p50_ms']:.2f} ms", "<= 5 ms")
+    table.add_row("resolve + load p95 / p99", f"{lat['resolve_load']['p95_ms']:.2f} / {lat['resolve_load']['p99_ms']:.2f} ms", "")
+    table.add_row("  CPU share during the loop / load avg", f"{lat['cpu_share']:.2f} / {r['env']['loadavg_1m']:.1f}", "")
+    table.add_row("resolve only p50 / p99", f"{lat['resolve']['p50_ms']:.3f} / {lat['resolve']['p99_ms']:.3f} ms", "")
+    table.add_row("spp list --json (wall, median)", f"{r['list']['spp_list_json_wall_s']:.2f} s", "")
+    table.add_row("  of which CLI start (spp --help)", f"{r['list']['spp_help_wall_s']:.2f} s", "")
+    table.add_row("Registry.list() in-process", f"{1000 * r['list']['registry_list_inprocess_s']:.0f} ms", "")
+    if r["build"]:
+        table.add_row("publish (build), mean per version", f"{r['build']['publish_ms_mean']:.1f} ms", "")
+        table.add_row("build time", f"{r['build']['build_s']:.0f} s", "")
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,21 @@
+"""Registry errors: each is one line that names the reference or file it is about."""
+
+from __future__ import annotations
+
+from spp.prompts.errors import SppError
+
+
+class RegistryError(SppError):
+    """Base of every registry error (bad reference, bad name, unusable registry directory)."""
+
+
+class NotFoundError(RegistryError):
+    """A name, version or alias does not exist; the message lists what does."""
+
+
+class IntegrityError(RegistryError):
+    """A stored blob is missing, truncated or does not hash to its recorded sha256."""
+
+
+class PublishError(RegistryError):
+    """An artifact was refused at publish time (invalid file, metadata, values or name)."""

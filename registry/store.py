@@ -1,0 +1,160 @@
+"""Content-addressed blob store: one file per distinct artifact, named by its sha256.
+
+Layout under the registry root: ``blobs/<first two hex>/<sha256>.safetensors`` and ``tmp/``
+for writes in flight. A blob is written to a temp file, fsynced, renamed into place (atomic on
+POSIX and Windows) and its directory fsynced, so a reader or a crash never sees a torn blob:
+either the whole file is there under its name, or nothing is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator
+
+log = logging.getLogger(__name__)
+
+BLOB_SUFFIX = ".safetensors"
+_HASH_CHUNK = 1 << 20
+# Test-only fault injection: when this variable names a point below, the process reports
+# "spp-stalled:<point>" on stderr and sleeps there, so a test can SIGKILL it at that exact point.
+STALL_ENV = "SPP_REGISTRY_TEST_STALL"
+STALL_POINTS = ("blob-temp-written", "after-blob", "in-transaction")
+
+
+def stall_point(point: str) -> None:
+    """Test hook: block forever at ``point`` when $SPP_REGISTRY_TEST_STALL names it."""
+    if os.environ.get(STALL_ENV) == point:
+        sys.stderr.write(f"spp-stalled:{point}\n")
+        sys.stderr.flush()
+        while True:  # pragma: no cover - only ever ended by SIGKILL from a test
+            time.sleep(3600)
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_HASH_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def canonical_bytes(data: bytes) -> bytes:
+    """The same safetensors file with its JSON header written in one canonical way.
+
+    The safetensors writer emits ``__metadata__`` keys in hash-map order, which changes from
+    one save to the next, so two saves of identical content differ byte-wise. Re-serialising
+    the header with sorted keys (tensor bytes untouched, padding to 8 bytes as the format
+    asks) gives identical content one address, whoever wrote it. Raises ValueError on bytes
+    that do not start with a safetensors header; the caller's validation reports those.
+    """
+    if len(data) < 8:
+        raise ValueError("too short for a safetensors header")
+    n = int.from_bytes(data[:8], "little")
+    if n <= 0 or 8 + n > len(data):
+        raise ValueError("bad safetensors header length")
+    header = json.loads(data[8 : 8 + n])
+    if not isinstance(header, dict):
+        raise ValueError("safetensors header is not a JSON object")
+    text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + data[8 + n :]
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename durable; directories cannot be opened for fsync on Windows."""
+    if os.name == "nt":
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class BlobStore:
+    """Blobs under ``root/blobs``; temp files under ``root/tmp``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.blob_dir = root / "blobs"
+        self.tmp_dir = root / "tmp"
+
+    def path(self, sha: str) -> Path:
+        return self.blob_dir / sha[:2] / f"{sha}{BLOB_SUFFIX}"
+
+    def put(self, data: bytes, sha: str) -> Path:
+        """Store ``data`` (whose sha256 is ``sha``) unless an intact copy is already there.
+
+        An existing file that is not intact (a corrupt blob reported by verify) is replaced,
+        so publishing the same artifact again repairs the store.
+        """
+        target = self.path(sha)
+        if target.is_file() and target.stat().st_size == len(data) and sha256_file(target) == sha:
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.tmp_dir, prefix=f"{sha[:12]}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            stall_point("blob-temp-written")
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        _fsync_dir(target.parent)
+        return target
+
+    def read(self, sha: str) -> bytes:
+        """The blob's bytes; FileNotFoundError when it is missing (the caller names the ref)."""
+        with open(self.path(sha), "rb") as fh:
+            return fh.read()
+
+    def exists(self, sha: str) -> bool:
+        return self.path(sha).is_file()
+
+    def remove(self, sha: str) -> Path | None:
+        path = self.path(sha)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return None
+        return path
+
+    def iter_blobs(self) -> Iterator[tuple[str, Path]]:
+        """(sha256, path) of every file that looks like a blob."""
+        if not self.blob_dir.is_dir():
+            return
+        for sub in sorted(self.blob_dir.iterdir()):
+            if not sub.is_dir():
+                continue
+            for path in sorted(sub.iterdir()):
+                if path.name.endswith(BLOB_SUFFIX):
+                    yield path.name[: -len(BLOB_SUFFIX)], path
+
+    def stale_temp_files(self, older_than_s: float) -> list[Path]:
+        """Temp files left by crashed writers (a live writer's file is younger than the grace)."""
+        if not self.tmp_dir.is_dir():
+            return []
+        cutoff = time.time() - older_than_s
+        out = []
+        for path in self.tmp_dir.iterdir():
+            try:
+                if path.is_file() and path.stat().st_mtime <= cutoff:
+                    out.append(path)
+            except FileNotFoundError:  # finished (renamed) while we looked
+                continue
+        return out
