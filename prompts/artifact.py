@@ -7,13 +7,13 @@ parameters, for resuming or transfer initialisation). Metadata lives in the safe
 
 from __future__ import annotations
 
+from spp.prompts.atomic import atomic_write
 from spp.prompts.errors import SppError
 
 import dataclasses
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -170,21 +170,8 @@ def artifact_bytes(artifact: Artifact) -> bytes:
 
 
 def save_artifact(artifact: Artifact, path: str | os.PathLike[str]) -> Path:
-    """Write atomically: temp file in the same directory, fsync, rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = artifact_bytes(artifact)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write the artifact atomically (see :func:`atomic_write`)."""
+    return atomic_write(path, artifact_bytes(artifact))
 
 
 def read_metadata(path: str | os.PathLike[str]) -> ArtifactMeta:

@@ -13,10 +13,11 @@ import json
 import logging
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Iterator
+
+from spp.prompts.atomic import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -102,19 +103,7 @@ class BlobStore:
         target = self.path(sha)
         if target.is_file() and target.stat().st_size == len(data) and sha256_file(target) == sha:
             return target
-        target.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.tmp_dir, prefix=f"{sha[:12]}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            stall_point("blob-temp-written")
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(target, data, tmp_dir=self.tmp_dir, before_rename=lambda: stall_point("blob-temp-written"))
         _fsync_dir(target.parent)
         return target
 

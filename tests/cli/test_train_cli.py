@@ -41,17 +41,17 @@ def write_spec(folder: Path, rows: list[tuple[str, str]], *, label_words=("negat
 def test_train_then_eval_round_trip(tiny_backbone_dir, demo_data, tmp_path) -> None:
     out = tmp_path / "p.safetensors"
     result = run("train", demo_data["topic"], "--method", "simple", "--backbone", tiny_backbone_dir, "--max-steps", 3,
-                 "--batch-size", 8, "--max-eval-samples", 20, "--n-tokens", 4, "--out", out, "--json")
+                 "--batch-size", 8, "--n-tokens", 4, "--out", out, "--json")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["artifact"] == str(out) and summary["steps"] == 3 and summary["trainable_params"] == 4 * 64
     art = load_artifact(out)
     assert art.meta.n_tokens == 4 and art.meta.task == "topic"
     assert (tmp_path / "p.metrics.jsonl").is_file()
-    ev = run("eval", out, "--split", "test", "--max-eval-samples", 20, "--json")
+    ev = run("eval", out, "--split", "test", "--json")
     assert ev.exit_code == 0, ev.output
     report = json.loads(ev.stdout)
-    assert report["examples"] == 20 and report["task"] == "topic"
+    assert report["examples"] == 100 and report["task"] == "topic"
     assert report["metrics"]["accuracy"] == pytest.approx(art.meta.metrics["test"]["accuracy"])
 
 
@@ -121,4 +121,3 @@ def test_demo_runs_end_to_end(tmp_path) -> None:
         assert task["accuracy_before"] < 0.7 and task["test"]["accuracy"] >= 0.85, task
     assert (tmp_path / "demo" / "backbone" / "config.json").is_file()
     assert any(line.startswith("spp serve") for line in report["next"])
-    assert report["wall_time_s"] < 120
