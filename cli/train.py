@@ -92,10 +92,11 @@ def train_cmd(
     log = log or out.with_suffix(".metrics.jsonl")
     if alias and not publish:
         common.fail("--alias needs --publish")
+    init_from = _init_source(method, options, init_from)
     bb = load_backbone(backbone, tokenizer=tokenizer, dropout=dropout, device=device, dtype=dtype)  # type: ignore[arg-type]
     init_prompt, parent = resolve_init(init_from, bb, registry)
     if init_prompt is not None:
-        options.setdefault("init", f"artifact:{init_from}")
+        options.setdefault("n_tokens", int(init_prompt.shape[0]))  # the source's length unless told
     source_tensor = resolve_sources(sources, bb, registry)
     with TrainProgress(enabled=not json_out) as progress:
         result, path = train_to_artifact(
@@ -112,6 +113,24 @@ def train_cmd(
         version, _ = Registry(registry).publish(path, aliases=[alias] if alias else ())
         summary["published"] = version.ref
     _report_train(summary, json_out)
+
+
+def _init_source(method: str, options: dict[str, Any], init_from: str | None) -> str | None:
+    """`--init-from REF` and `--init artifact:PATH` both name a prompt to start from."""
+    import dataclasses
+
+    from spp.prompts.base import get_method
+
+    init = str(options.get("init") or "")
+    if init.startswith("artifact:"):
+        if init_from:
+            common.fail("give either --init-from or --init artifact:PATH, not both")
+        return init[len("artifact:"):]
+    if init_from:
+        if "init" not in {f.name for f in dataclasses.fields(get_method(method).config_cls)}:
+            common.fail(f"--init-from needs a method that starts from a prompt (simple); {method} does not")
+        options["init"] = f"artifact:{init_from}"
+    return init_from
 
 
 def _parse_options(items: list[str]) -> dict[str, Any]:

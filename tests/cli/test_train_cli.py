@@ -121,3 +121,25 @@ def test_demo_runs_end_to_end(tmp_path) -> None:
         assert task["accuracy_before"] < 0.7 and task["test"]["accuracy"] >= 0.85, task
     assert (tmp_path / "demo" / "backbone" / "config.json").is_file()
     assert any(line.startswith("spp serve") for line in report["next"])
+
+
+def test_init_from_file_starts_from_that_prompt(tiny_backbone_dir, demo_data, tmp_path) -> None:
+    from spp.prompts.backbone import load_backbone
+
+    bb = load_backbone(str(tiny_backbone_dir), device="cpu")
+    source = torch.randn(3, bb.d_model)
+    meta = ArtifactMeta(task="topic", method="simple", backbone=str(tiny_backbone_dir), fingerprint=bb.fingerprint,
+                        d_model=bb.d_model, n_tokens=3)
+    src = save_artifact(Artifact(prompt=source, meta=meta), tmp_path / "src.safetensors")
+    out = tmp_path / "spot.safetensors"
+    result = run("train", demo_data["topic"], "--method", "simple", "--backbone", tiny_backbone_dir,
+                 "--init", f"artifact:{src}", "--max-steps", 1, "--lr", 1e-9, "--out", out, "--json")
+    assert result.exit_code == 0, result.output
+    art = load_artifact(out)
+    assert art.meta.parent == str(src) and art.meta.n_tokens == 3
+    assert torch.allclose(art.prompt, source, atol=1e-5)  # lr ~0: still the source prompt
+
+
+def test_init_from_needs_a_method_with_init(tiny_backbone_dir, demo_data, tmp_path) -> None:
+    one_line_error(run("train", demo_data["topic"], "--method", "superpos", "--backbone", tiny_backbone_dir,
+                       "--init-from", tmp_path / "x.safetensors"), "--init-from needs a method")
