@@ -35,19 +35,19 @@ def train_cmd(
     backbone: Backbone = DEFAULT_BACKBONE,
     tokenizer: Tokenizer = None,
     data_dir: DataDir = None,
-    out: Annotated[Optional[Path], typer.Option(help="Artifact path [default: <task>-<method>.safetensors].")] = None,
-    n_tokens: Annotated[Optional[int], typer.Option(help="Prompt length n [method default: 10; ept: 1].")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Artifact path \\[default: <task>-<method>.safetensors].")] = None,
+    n_tokens: Annotated[Optional[int], typer.Option(help="Prompt length n \\[method default: 10; ept: 1].")] = None,
     init: Annotated[Optional[str], typer.Option(help="simple: sample-vocab, uniform, labels or artifact:PATH.")] = None,
-    m: Annotated[Optional[int], typer.Option("--m", help="superpos: sampled embeddings m [128].")] = None,
+    m: Annotated[Optional[int], typer.Option("--m", help="superpos: sampled embeddings m \\[128].")] = None,
     softmax: Annotated[Optional[bool], typer.Option("--softmax/--no-softmax", help="superpos: softmax ablation.")] = None,
-    bottleneck: Annotated[Optional[int], typer.Option(help="residual: bottleneck size [128].")] = None,
+    bottleneck: Annotated[Optional[int], typer.Option(help="residual: bottleneck size \\[128].")] = None,
     shared: Annotated[Optional[bool], typer.Option("--shared/--per-token", help="residual: one MLP for all tokens.")] = None,
-    hidden: Annotated[Optional[int], typer.Option(help="ept: hidden size [1]; ptuning: MLP width [d_model].")] = None,
+    hidden: Annotated[Optional[int], typer.Option(help="ept: hidden size \\[1]; ptuning: MLP width \\[d_model].")] = None,
     option: Annotated[list[str], typer.Option("--option", "-o", help="Any other method option KEY=VALUE.")] = [],
     init_from: Annotated[Optional[str], typer.Option(help="SPoT: start from a published prompt (REF) or .safetensors file.")] = None,
     sources: Annotated[Optional[str], typer.Option(help="attempt: source prompts REF,REF,... (registry refs or files).")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Learning rate [method's paper default].")] = None,
-    weight_decay: Annotated[Optional[float], typer.Option(help="AdamW weight decay [method's paper default].")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Learning rate \\[method's paper default].")] = None,
+    weight_decay: Annotated[Optional[float], typer.Option(help="AdamW weight decay \\[method's paper default].")] = None,
     epochs: Annotated[float, typer.Option(help="Training epochs (the paper: 80).")] = 80.0,
     max_steps: Annotated[Optional[int], typer.Option(help="Stop after this many optimizer steps (overrides --epochs).")] = None,
     batch_size: Annotated[int, typer.Option(help="Examples per micro-batch.")] = 16,
@@ -62,7 +62,7 @@ def train_cmd(
     seed: Annotated[int, typer.Option(help="Random seed (init, shuffling, splits).")] = 42,
     device: Device = "auto",
     dtype: Dtype = "auto",
-    log: Annotated[Optional[Path], typer.Option(help="metrics.jsonl path [default: beside the artifact].")] = None,
+    log: Annotated[Optional[Path], typer.Option(help="metrics.jsonl path \\[default: beside the artifact].")] = None,
     publish: Annotated[bool, typer.Option(help="Publish the artifact to the registry on success.")] = False,
     alias: Annotated[Optional[str], typer.Option(help="With --publish: point this alias at the new version.")] = None,
     registry: common.RegistryOpt = None,
@@ -98,6 +98,9 @@ def train_cmd(
     if init_prompt is not None:
         options.setdefault("n_tokens", int(init_prompt.shape[0]))  # the source's length unless told
     source_tensor = resolve_sources(sources, bb, registry)
+    if source_tensor is not None:
+        options.setdefault("n_tokens", int(source_tensor.shape[1]))  # ATTEMPT mixes prompts of the sources' length
+        parent = parent or sources
     with TrainProgress(enabled=not json_out) as progress:
         result, path = train_to_artifact(
             bb, spec, method, options, config, out=out, data_dir=data_dir, max_train=max_train_samples,
@@ -162,10 +165,10 @@ def _report_train(summary: dict[str, Any], json_out: bool) -> None:
 
 def eval_cmd(
     artifact: Annotated[str, typer.Argument(help="A .safetensors artifact or a registry reference (rte, rte@3, rte@prod).")],
-    task: Annotated[Optional[str], typer.Option(help="Task name or spec file [default: the artifact's own task].")] = None,
+    task: Annotated[Optional[str], typer.Option(help="Task name or spec file \\[default: the artifact's own task].")] = None,
     data_dir: DataDir = None,
     split: Annotated[str, typer.Option(help="train, validation or test (must have labels).")] = "validation",
-    backbone: Annotated[Optional[str], typer.Option("--backbone", "-b", help="Backbone [default: the artifact's].")] = None,
+    backbone: Annotated[Optional[str], typer.Option("--backbone", "-b", help="Backbone \\[default: the artifact's].")] = None,
     tokenizer: Tokenizer = None,
     mode: Annotated[str, typer.Option(help="rank or generate (reports invalid_rate).")] = "rank",
     batch_size: Annotated[int, typer.Option(help="Evaluation batch size.")] = 32,

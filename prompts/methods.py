@@ -9,3 +9,4 @@ from spp.prompts import ptuning  # noqa: F401
 from spp.prompts import residual  # noqa: F401
 from spp.prompts import simple  # noqa: F401
 from spp.prompts import superpos  # noqa: F401
+from spp.prompts import attempt  # noqa: F401

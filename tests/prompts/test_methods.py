@@ -26,7 +26,11 @@ def make_ctx(d: int = 32, vocab: int = VOCAB, seed: int = 0, **kwargs) -> InitCo
 
 
 def build(name: str, d: int = 32, seed: int = 0, **options) -> base.PromptMethod:
-    return build_method(name, options, make_ctx(d=d, seed=seed))
+    n = options.get("n_tokens")
+    extra = {}
+    if isinstance(n, int) and not isinstance(n, bool) and n > 0:  # ATTEMPT mixes whole prompts: sources need n
+        extra["sources"] = torch.randn(3, n, d, generator=torch.Generator().manual_seed(99))
+    return build_method(name, options, make_ctx(d=d, seed=seed, **extra))
 
 
 def perturb_(method: nn.Module, seed: int = 7) -> None:
