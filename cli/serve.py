@@ -1,0 +1,93 @@
+"""spp CLI: `spp serve`, the HTTP server (Litestar app under uvicorn)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from spp.cli import common
+from spp.cli.train import DEFAULT_BACKBONE
+
+_LIMITS = "Limits"
+
+
+def serve(
+    backbone: Annotated[
+        str, typer.Option("--backbone", "-b", help="T5 backbone the prompts were trained on: Hub id, local directory "
+                          "or random:<name>.")
+    ] = DEFAULT_BACKBONE,
+    registry: common.RegistryOpt = None,
+    tokenizer: Annotated[
+        str | None, typer.Option(help="Tokenizer id or directory (needed offline for random:<name>).")
+    ] = None,
+    preload: Annotated[
+        str, typer.Option(help="Comma-separated prompt references to load at startup, e.g. rte@prod,cb.")
+    ] = "",
+    host: Annotated[str, typer.Option(help="Interface to bind (127.0.0.1: this machine only).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    max_batch_size: Annotated[int, typer.Option(help="Rows (of any task) per forward pass.")] = 64,
+    max_wait_ms: Annotated[float, typer.Option(help="A batch closes after this many ms without a new request.")] = 5.0,
+    max_queue: Annotated[int, typer.Option(help="Queued rows above which requests get 503.")] = 1024,
+    micro_batches: Annotated[
+        bool | None,
+        typer.Option("--micro-batches/--no-micro-batches",
+                     help="Split batches into length-sorted micro-batches when measured faster "
+                     "(default: on CPU only)."),
+    ] = None,
+    max_inputs: Annotated[
+        int, typer.Option(help="Inputs per request above which it gets 413.", rich_help_panel=_LIMITS)
+    ] = 64,
+    max_input_chars: Annotated[
+        int, typer.Option(help="Characters per formatted input above which it gets 413.", rich_help_panel=_LIMITS)
+    ] = 4096,
+    cache_size: Annotated[int, typer.Option(help="Prompts kept on the device (LRU).")] = 64,
+    device: Annotated[str, typer.Option(help="auto (GPU if present), cpu, cuda or cuda:N.")] = "auto",
+    dtype: Annotated[str, typer.Option(help="auto (bf16 on GPU, fp32 on CPU), float32 or bfloat16.")] = "auto",
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Serve every prompt of a registry from ONE frozen T5 over HTTP: POST /predict?task=rte@prod."""
+    from spp.serve.settings import ServeSettings
+
+    settings = ServeSettings(
+        backbone=backbone,
+        registry=Path(registry) if registry is not None else None,
+        tokenizer=tokenizer,
+        preload=preload,
+        host=host,
+        port=port,
+        max_batch_size=max_batch_size,
+        max_wait_ms=max_wait_ms,
+        max_queue=max_queue,
+        micro_batches=micro_batches,
+        max_inputs=max_inputs,
+        max_input_chars=max_input_chars,
+        cache_size=cache_size,
+        device=device,
+        dtype=dtype,
+        log_level=log_level,
+    )
+    run_server(settings)
+
+
+def run_server(settings) -> None:
+    """Run the app under uvicorn until interrupted (Ctrl-C: clean shutdown)."""
+    import asyncio
+    import logging
+
+    from spp.serve import app as serve_app
+
+    common.quiet_libraries()
+    level = {"trace": "DEBUG"}.get(settings.log_level, settings.log_level.upper())
+    logging.getLogger("spp").setLevel(level)  # startup, prompt loads and warnings, like uvicorn's own
+    common.err_console.print(
+        f"loading {settings.backbone}; then serving on http://{settings.host}:{settings.port} "
+        "(POST /predict?task=NAME, GET /tasks, OpenAPI at /schema)", highlight=False
+    )
+    asyncio.run(serve_app.run_server(settings))
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to the root app."""
+    app.command("serve")(serve)

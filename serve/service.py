@@ -1,0 +1,273 @@
+"""The server's runtime, free of any web framework: model, registry, prompt cache, batcher.
+
+:class:`Service` is what the Litestar app's lifespan starts and stops and what its handlers
+call. It loads the tokenizer and the frozen T5 once, opens the registry on a dedicated
+thread, and answers predictions through the shared :class:`~spp.serve.batcher.Batcher`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import dataclasses
+import logging
+import sqlite3
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Mapping, Sequence
+
+from spp.prompts.artifact import read_metadata
+from spp.prompts.backbone import Backbone, load_backbone
+from spp.prompts.scoring import Scorer
+from spp.prompts.tasks import TaskInputError, TaskSpec
+from spp.registry import NotFoundError, Registry, RegistryError, Version, parse_ref
+from spp.serve.batcher import Batcher
+from spp.serve.cache import LoadedPrompt, PromptCache
+from spp.serve.errors import (
+    InvalidRequestError,
+    PromptUnavailableError,
+    RequestTooLargeError,
+    ServeError,
+    ServerBusyError,
+)
+from spp.serve.metrics import Metrics
+from spp.serve.schemas import Prediction, PredictRequest, PredictResponse, TaskInfo, TasksResponse, VersionInfo
+from spp.serve.settings import ServeSettings
+from spp.serve.tuning import MicroBatchTuner
+
+log = logging.getLogger(__name__)
+
+
+class UnknownTaskError(ServeError):
+    """The reference names no prompt in the registry (HTTP 404); ``known`` lists the names."""
+
+    def __init__(self, message: str, known: Sequence[str]) -> None:
+        super().__init__(message)
+        self.known = list(known)
+
+
+class Service:
+    """One frozen backbone, one registry, one prompt cache, one batcher."""
+
+    def __init__(self, settings: ServeSettings) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.backbone: Backbone | None = None
+        self.registry: Registry | None = None
+        self.cache: PromptCache | None = None
+        self.batcher: Batcher | None = None
+        self._io: ThreadPoolExecutor | None = None
+        self._started = False
+        self._headers: OrderedDict[str, tuple[list[str], list[str]]] = OrderedDict()  # sha256 -> fields, labels
+
+    # ------------------------------------------------------------------------------- lifecycle
+    async def start(self) -> bool:
+        """Load backbone and tokenizer once, open the registry, start the batcher, preload.
+
+        Returns False (and does nothing) when already started, so a runner may start the
+        service before the app's lifespan runs (startup errors then reach the caller).
+        """
+        if self._started:
+            return False
+        self._started = True
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+        return True
+
+    async def _start(self) -> None:
+        s = self.settings
+        self.backbone = await asyncio.to_thread(
+            load_backbone, s.backbone, tokenizer=s.tokenizer, device=s.device, dtype=s.dtype, revision=s.revision
+        )
+        log.info("backbone %s loaded on %s (%s)", s.backbone, self.backbone.device, self.backbone.fingerprint[:19])
+        # All registry access happens on this one thread (SQLite connections are per thread).
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spp-registry")
+        loop = asyncio.get_running_loop()
+        self.registry = await loop.run_in_executor(self._io, Registry, s.registry)
+        # The cache tokenizes label words on the registry thread while the scoring thread
+        # tokenizes inputs: a Rust tokenizer must not be shared between threads, so copy it.
+        label_backbone = dataclasses.replace(self.backbone, tokenizer=copy.deepcopy(self.backbone.tokenizer))
+        self.cache = PromptCache(
+            self.registry, label_backbone, capacity=s.cache_size, on_event=self.metrics.cache_event, executor=self._io
+        )
+        scorer = Scorer(self.backbone, max_source_length=s.max_source_length)
+        tune = s.micro_batches if s.micro_batches is not None else self.backbone.device.type == "cpu"
+        self.batcher = Batcher(
+            scorer.score,
+            max_batch_size=s.max_batch_size,
+            max_wait_ms=s.max_wait_ms,
+            max_queue=s.max_queue,
+            retry_after_s=s.retry_after_s,
+            tuner=MicroBatchTuner() if tune else None,
+            on_batch=self.metrics.observe_batch,
+        )
+        await self.batcher.start()
+        for ref in s.preload:  # a bad preload reference fails startup, loudly
+            entry = await self.cache.get(ref)
+            log.info("preloaded %s", entry.ref)
+
+    async def stop(self) -> None:
+        """Stop the batcher (queued requests get 503) and close the registry thread."""
+        if self.batcher is not None:
+            await self.batcher.close()
+        if self._io is not None:
+            if self.registry is not None:
+                await self.registry_call(self.registry.close)  # the registry thread's SQLite connection
+            io, self._io = self._io, None
+            await asyncio.to_thread(io.shutdown, wait=True)
+        self._started = False
+
+    @property
+    def loaded(self) -> bool:
+        return self.backbone is not None and self.batcher is not None and self.batcher.running
+
+    async def registry_call(self, fn, *args, **kwargs):
+        """Run ``fn`` on the registry thread."""
+        if self._io is None:
+            raise ServerBusyError("the registry is not open (server starting up or shutting down)")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._io, lambda: fn(*args, **kwargs))
+
+    # ------------------------------------------------------------------------------ prediction
+    async def prompt(self, ref: str) -> LoadedPrompt:
+        """The prompt ``ref`` resolves to right now.
+
+        Raises InvalidRequestError (malformed reference), UnknownTaskError (listing the known
+        names), PromptUnavailableError (exists, cannot be served) or ServerBusyError (the
+        registry itself failed: a transient server-side problem, never the client's).
+        """
+        assert self.cache is not None and self.registry is not None
+        try:
+            parse_ref(ref)
+        except RegistryError as exc:  # "a@b@c", "x@", a name with a space...
+            raise InvalidRequestError(f"bad task reference {ref!r}: {exc}") from None
+        try:
+            return await self.cache.get(ref)
+        except NotFoundError as exc:
+            known = await self.registry_call(self.registry.names)
+            raise UnknownTaskError(str(exc), known) from None
+        except ServeError:  # PromptUnavailableError: this prompt only
+            raise
+        except (RegistryError, sqlite3.Error, OSError) as exc:
+            log.error("registry error while resolving %s: %s", ref, exc)
+            raise ServerBusyError(f"the registry is unavailable: {' '.join(str(exc).split())}") from None
+
+    def check_shape(self, body: PredictRequest) -> int:
+        """Exactly one of inputs/texts, at least one and at most max_inputs of them."""
+        if (body.inputs is None) == (body.texts is None):
+            raise InvalidRequestError('the body needs exactly one of "inputs" (template fields) or "texts"')
+        n = len(body.inputs if body.inputs is not None else body.texts)  # type: ignore[arg-type]
+        if n == 0:
+            raise InvalidRequestError("no inputs: send at least one")
+        if n > self.settings.max_inputs:
+            raise RequestTooLargeError(f"{n} inputs in one request; the limit is {self.settings.max_inputs}")
+        return n
+
+    def render(self, spec: TaskSpec, body: PredictRequest) -> list[str]:
+        """Texts to score: the template applied to each input (or the given texts), length-checked."""
+        if body.texts is not None:
+            texts = list(body.texts)
+        else:
+            texts = []
+            for i, fields in enumerate(body.inputs or []):
+                try:
+                    texts.append(spec.format(fields))
+                except TaskInputError as exc:
+                    raise TaskInputError(f"inputs[{i}]: {exc} (template fields: {', '.join(spec.fields)})") from None
+        limit = self.settings.max_input_chars
+        for i, text in enumerate(texts):
+            if len(text) > limit:
+                where = "texts" if body.texts is not None else "inputs"
+                raise RequestTooLargeError(f"{where}[{i}] is {len(text)} characters; the limit is {limit}")
+        return texts
+
+    async def predict(self, ref: str, body: PredictRequest, context: dict[str, Any] | None = None) -> PredictResponse:
+        """Validate, resolve, queue, answer. ``context`` receives the resolved task name (metrics label)."""
+        assert self.batcher is not None
+        self.check_shape(body)
+        try:
+            entry = await self.prompt(ref)
+        except PromptUnavailableError as exc:
+            if context is not None:
+                context["task"] = exc.ref.split("@")[0]
+            raise
+        if context is not None:
+            context["task"] = entry.version.name
+        texts = self.render(entry.spec, body)
+        result = await self.batcher.submit(texts, entry.prompt, entry.labels)
+        words = entry.spec.label_words
+        predictions = [
+            Prediction(label=words[p], probabilities=dict(zip(words, probs)))
+            for p, probs in zip(result.preds, result.probs)
+        ]
+        return PredictResponse(task=entry.version.name, prompt=entry.ref, version=entry.version.version,
+                               predictions=predictions)
+
+    # ----------------------------------------------------------------------------------- tasks
+    async def tasks(self) -> TasksResponse:
+        assert self.backbone is not None
+        try:
+            tasks = await self.registry_call(self._tasks_sync)
+        except (RegistryError, sqlite3.Error, OSError) as exc:
+            raise ServerBusyError(f"the registry is unavailable: {' '.join(str(exc).split())}") from None
+        return TasksResponse(backbone=self.backbone.name, fingerprint=self.backbone.fingerprint, tasks=tasks)
+
+    def _tasks_sync(self) -> list[TaskInfo]:
+        assert self.registry is not None
+        out = []
+        for name in self.registry.names():
+            versions = sorted(self.registry.list(name=name), key=lambda v: v.version)
+            try:
+                latest: int | None = self.registry.resolve(name).version
+            except RegistryError:  # e.g. every version deprecated
+                latest = None
+            infos = [self._version_info(v) for v in versions]
+            default = next((i for i in infos if i.version == latest), infos[-1] if infos else None)
+            out.append(TaskInfo(
+                name=name,
+                latest=latest,
+                aliases={a: v.version for v in versions for a in v.aliases},
+                fields=list(default.fields) if default else [],
+                label_words=list(default.label_words) if default else [],
+                versions=infos,
+            ))
+        return out
+
+    def _version_info(self, v: Version) -> VersionInfo:
+        assert self.backbone is not None and self.registry is not None
+        reason = None
+        if v.d_model != self.backbone.d_model or v.fingerprint != self.backbone.fingerprint:
+            reason = f"trained on another backbone ({v.backbone})"
+        fields: list[str] = []
+        labels: list[str] = []
+        try:
+            fields, labels = self._spec_summary(v)
+        except Exception as exc:  # unreadable header: report it, keep listing the others
+            reason = reason or f"unreadable artifact: {' '.join(str(exc).split())}"
+        return VersionInfo(
+            version=v.version, ref=v.ref, aliases=list(v.aliases), method=v.method, n_tokens=v.n_tokens,
+            metrics=_float_metrics(v.metrics), main_metric=v.main_metric, tags=dict(v.tags),
+            created_at=v.created_at, deprecated=v.deprecated, servable=reason is None, reason=reason,
+            fields=fields, label_words=labels,
+        )
+
+    def _spec_summary(self, v: Version) -> tuple[list[str], list[str]]:
+        """Template fields and label words from the artifact header (cheap: no tensor read)."""
+        assert self.registry is not None
+        hit = self._headers.get(v.sha256)
+        if hit is None:
+            meta = read_metadata(self.registry.blob_path(v))
+            if not meta.task_spec:
+                raise ServeError("no task spec in the artifact")
+            spec = TaskSpec.from_dict(meta.task_spec)
+            hit = self._headers[v.sha256] = (list(spec.fields), list(spec.label_words))
+            while len(self._headers) > 4096:
+                self._headers.popitem(last=False)
+        return hit
+
+
+def _float_metrics(metrics: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, float]]:
+    return {split: {k: float(x) for k, x in values.items()} for split, values in (metrics or {}).items()}
