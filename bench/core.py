@@ -47,14 +47,22 @@ def fixed_length_batch(backbone, texts: list[str], length: int) -> tuple[torch.T
 
 
 def timed(fn, repeats: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    samples = []
+    return interleaved({"x": fn}, repeats, warmup)["x"]
+
+
+def interleaved(fns: dict, repeats: int, warmup: int = 1) -> dict[str, float]:
+    """Median seconds of each callable, timed round-robin so that a change in machine load
+    during the run hits every contender alike (the ratios are what the benchmark reports)."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    samples: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t0)
-    return statistics.median(samples)
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            samples[name].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in samples.items()}
 
 
 def spp_train_step(backbone, method: str, ids, mask, labels):
@@ -123,14 +131,15 @@ def main() -> None:
     ids, mask = fixed_length_batch(bb, texts[: args.batch_size], args.length)
     labels = _label_tensor(bb, WORDS, [i % 2 for i in range(args.batch_size)])
     results: dict = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
-                     "backbone": args.backbone, "batch": [args.batch_size, args.length], "train_step_s": {}}
-    for name in method_names():
-        if name == "attempt":  # needs source prompts; benchmarked in bench/transfer.py
-            continue
-        results["train_step_s"][name] = timed(spp_train_step(bb, name, ids, mask, labels), args.repeats)
-        print(f"train step {name:<9} {results['train_step_s'][name]:.3f} s", flush=True)
-    peft_step, _ = peft_train_step(bb, ids, mask, labels)  # wraps, does not modify, bb.model
-    results["peft_train_step_s"] = timed(peft_step, args.repeats)
+                     "load_average_at_start": os.getloadavg()[0], "backbone": args.backbone,
+                     "batch": [args.batch_size, args.length]}
+    steps = {name: spp_train_step(bb, name, ids, mask, labels) for name in method_names() if name != "attempt"}
+    steps["peft"], _ = peft_train_step(bb, ids, mask, labels)  # wraps, does not modify, bb.model
+    times = interleaved(steps, args.repeats)
+    results["peft_train_step_s"] = times.pop("peft")
+    results["train_step_s"] = times
+    for name, t in times.items():
+        print(f"train step {name:<9} {t:.3f} s", flush=True)
     print(f"train step peft      {results['peft_train_step_s']:.3f} s", flush=True)
     results.update(scoring_section(bb, texts, args))
     simple = results["train_step_s"]["simple"]
@@ -149,18 +158,25 @@ def scoring_section(bb, texts: list[str], args) -> dict:
     ids, mask = fixed_length_batch(bb, texts[: args.batch_size], args.length)
     out: dict = {}
     with torch.no_grad():
-        out["rank_s"] = timed(lambda: scorer.candidate_loglik(*scorer.encode(ids, mask, prompt), [labels] * len(ids)), args.repeats)
         embeds = bb.model.get_input_embeddings()(ids)
         inputs, full = prepend_prompts(embeds, mask, prompt)
         limit = max(len(t) for t in labels.token_ids)
-        out["generate_s"] = timed(lambda: bb.model.generate(inputs_embeds=inputs, attention_mask=full, max_new_tokens=limit,
-                                                            do_sample=False), args.repeats)
+        t = interleaved({
+            "rank": lambda: scorer.candidate_loglik(*scorer.encode(ids, mask, prompt), [labels] * len(ids)),
+            "generate": lambda: bb.model.generate(inputs_embeds=inputs, attention_mask=full, max_new_tokens=limit,
+                                                  do_sample=False),
+        }, args.repeats)
+        out["rank_s"], out["generate_s"] = t["rank"], t["generate"]
         print(f"rank scoring {out['rank_s']:.3f} s, generate {out['generate_s']:.3f} s", flush=True)
         out["throughput"] = {}
+        fns = {}
         for bs in (8, 16, 32, 64):
             b_ids, b_mask = fixed_length_batch(bb, texts[:bs], args.length)
-            ours = timed(lambda: scorer.candidate_loglik(*scorer.encode(b_ids, b_mask, prompt), [labels] * bs), 3, 1)
-            plain = timed(lambda: plain_scoring(bb, b_ids, b_mask, prompt, labels), 3, 1)
+            fns[("spp", bs)] = lambda i=b_ids, m=b_mask, n=bs: scorer.candidate_loglik(*scorer.encode(i, m, prompt), [labels] * n)
+            fns[("plain", bs)] = lambda i=b_ids, m=b_mask: plain_scoring(bb, i, m, prompt, labels)
+        t = interleaved(fns, 3)
+        for bs in (8, 16, 32, 64):
+            ours, plain = t[("spp", bs)], t[("plain", bs)]
             out["throughput"][bs] = {"spp_ex_per_s": bs / ours, "plain_ex_per_s": bs / plain}
             print(f"batch {bs:>2}: spp {bs / ours:6.1f} ex/s, plain {bs / plain:6.1f} ex/s", flush=True)
     return out
