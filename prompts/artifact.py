@@ -7,7 +7,7 @@ parameters, for resuming or transfer initialisation). Metadata lives in the safe
 
 from __future__ import annotations
 
-from spp.prompts.atomic import atomic_write
+from spp.prompts.atomic import atomic_write, safetensors_header
 from spp.prompts.errors import SppError
 
 import dataclasses
@@ -216,13 +216,7 @@ def load_artifact_bytes(data: bytes, *, with_state: bool = True) -> Artifact:
 
 
 def _header_from_bytes(data: bytes) -> dict[str, str]:
-    if len(data) < 8:
-        raise ValueError("file too short")
-    n = int.from_bytes(data[:8], "little")
-    if n <= 0 or 8 + n > len(data):
-        raise ValueError("bad header length")
-    header = json.loads(data[8 : 8 + n])
-    return header.get("__metadata__", {}) or {}
+    return safetensors_header(data)[0].get("__metadata__", {}) or {}
 
 
 class _open:

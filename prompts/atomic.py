@@ -1,7 +1,9 @@
-"""Crash-safe file writes (stdlib only, so the registry can import it without torch)."""
+"""Stdlib-only file helpers (crash-safe writes, safetensors header parsing) that the registry
+imports without pulling in torch."""
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -37,3 +39,16 @@ def atomic_write(
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def safetensors_header(data: bytes) -> tuple[dict, int]:
+    """(JSON header, offset where tensor data starts) of safetensors bytes; ValueError if malformed."""
+    if len(data) < 8:
+        raise ValueError("too short for a safetensors header")
+    n = int.from_bytes(data[:8], "little")
+    if n <= 0 or 8 + n > len(data):
+        raise ValueError("bad safetensors header length")
+    header = json.loads(data[8 : 8 + n])
+    if not isinstance(header, dict):
+        raise ValueError("safetensors header is not a JSON object")
+    return header, 8 + n

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from spp.prompts.atomic import atomic_write
+from spp.prompts.atomic import atomic_write, safetensors_header
 
 log = logging.getLogger(__name__)
 
@@ -59,17 +59,10 @@ def canonical_bytes(data: bytes) -> bytes:
     asks) gives identical content one address, whoever wrote it. Raises ValueError on bytes
     that do not start with a safetensors header; the caller's validation reports those.
     """
-    if len(data) < 8:
-        raise ValueError("too short for a safetensors header")
-    n = int.from_bytes(data[:8], "little")
-    if n <= 0 or 8 + n > len(data):
-        raise ValueError("bad safetensors header length")
-    header = json.loads(data[8 : 8 + n])
-    if not isinstance(header, dict):
-        raise ValueError("safetensors header is not a JSON object")
+    header, body = safetensors_header(data)
     text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     text += b" " * (-len(text) % 8)
-    return len(text).to_bytes(8, "little") + text + data[8 + n :]
+    return len(text).to_bytes(8, "little") + text + data[body:]
 
 
 def _fsync_dir(path: Path) -> None:
