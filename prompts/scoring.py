@@ -102,7 +102,7 @@ class Scorer:
         logits = out.logits  # (B, D, V)
         target = logits.gather(-1, packed.targets.unsqueeze(-1)).squeeze(-1).float()  # (B, D)
         token_lp = (target - torch.logsumexp(logits.float(), dim=-1)) * packed.valid  # (B, D)
-        B, K = packed.sizes_tensor.shape[0], packed.k_max
+        B, K = states.shape[0], packed.k_max
         sums = token_lp.new_zeros(B, K + 1).scatter_add_(1, packed.segment, token_lp)  # (B, K+1)
         loglik = sums[:, :K].masked_fill(~packed.has_candidate, float("-inf"))  # (B, K)
         return Scores(loglik=loglik, sizes=packed.sizes)
@@ -144,7 +144,6 @@ class _Packed:
     allowed: torch.Tensor  # (B, D, D) same candidate and causal
     has_candidate: torch.Tensor  # (B, K)
     sizes: list[int]
-    sizes_tensor: torch.Tensor
     k_max: int
 
 
@@ -197,7 +196,6 @@ def _pack_candidates(
         allowed=allowed.to(device),
         has_candidate=has.to(device),
         sizes=sizes,
-        sizes_tensor=sizes_t,
         k_max=K,
     )
 
