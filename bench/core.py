@@ -21,9 +21,9 @@ from pathlib import Path
 import torch
 
 from spp.prompts.backbone import load_backbone, prepend_prompts
-from spp.prompts.base import get_method, method_names
+from spp.prompts.methods import get_method, method_names
 from spp.prompts.scoring import LabelSet, Scorer
-from spp.prompts.trainer import _label_tensor, build_prompt_method
+from spp.prompts.train.trainer import _label_tensor, build_prompt_method
 
 WORDS = ("entailment", "not_entailment")
 

@@ -49,7 +49,7 @@ import torch  # noqa: E402
 
 from spp.prompts.artifact import Artifact, ArtifactMeta  # noqa: E402
 from spp.prompts.backbone import Backbone, load_backbone  # noqa: E402
-from spp.prompts.catalog import get_task  # noqa: E402
+from spp.prompts.tasks import get_task  # noqa: E402
 from spp.prompts.scoring import LabelSet, Scorer  # noqa: E402
 
 RTE = get_task("rte")

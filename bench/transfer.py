@@ -42,11 +42,11 @@ import torch  # noqa: E402
 
 from spp.prompts.artifact import Artifact, ArtifactMeta  # noqa: E402
 from spp.prompts.backbone import load_backbone  # noqa: E402
-from spp.prompts.data import Example, TaskData, load_split  # noqa: E402
+from spp.prompts.tasks.data import Example, TaskData, load_split  # noqa: E402
 from spp.prompts.evaluate import evaluate_prompt  # noqa: E402
 from spp.prompts.scoring import Scorer  # noqa: E402
 from spp.prompts.tasks import TaskSpec  # noqa: E402
-from spp.prompts.transfer import TransferConfig, TransferSource, compute_transfer  # noqa: E402
+from spp.prompts.transfer.compute import TransferConfig, TransferSource, compute_transfer  # noqa: E402
 
 RTE_LABELS = {"entailment": 0, "not_entailment": 1}
 # (name, template, label words): eight ways to pose RTE, as different tasks would.

@@ -8,8 +8,8 @@ from typing import Callable, Iterator
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from spp.cli.common import err_console
-from spp.prompts.metrics import main_score
-from spp.prompts.trainer import TrainEvent
+from spp.prompts.tasks import main_score
+from spp.prompts.train.trainer import TrainEvent
 
 
 def _progress() -> Progress:

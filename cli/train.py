@@ -76,9 +76,9 @@ def train_cmd(
     from spp.cli.progress import TrainProgress
     from spp.cli.sources import resolve_init, resolve_sources
     from spp.prompts.backbone import load_backbone
-    from spp.prompts.catalog import get_task
-    from spp.prompts.pipeline import method_options, train_to_artifact
-    from spp.prompts.trainer import TrainConfig
+    from spp.prompts.tasks import get_task
+    from spp.prompts.train.pipeline import method_options, train_to_artifact
+    from spp.prompts.train.trainer import TrainConfig
 
     common.quiet_libraries()
     spec = get_task(task)
@@ -122,7 +122,7 @@ def _init_source(method: str, options: dict[str, Any], init_from: str | None) ->
     """`--init-from REF` and `--init artifact:PATH` both name a prompt to start from."""
     import dataclasses
 
-    from spp.prompts.base import get_method
+    from spp.prompts.methods import get_method
 
     init = str(options.get("init") or "")
     if init.startswith("artifact:"):
@@ -182,9 +182,9 @@ def eval_cmd(
     from spp.cli.progress import count_progress
     from spp.cli.sources import load_prompt_source
     from spp.prompts.backbone import load_backbone
-    from spp.prompts.catalog import get_task
-    from spp.prompts.metrics import main_score
-    from spp.prompts.pipeline import evaluate_artifact, task_of
+    from spp.prompts.tasks import get_task
+    from spp.prompts.tasks import main_score
+    from spp.prompts.train.pipeline import evaluate_artifact, task_of
 
     common.quiet_libraries()
     art, label = load_prompt_source(artifact, registry)
@@ -215,7 +215,7 @@ def methods_cmd(
     """Trainable parameters of every method on a backbone (no weights are loaded)."""
     from rich.table import Table
 
-    from spp.prompts.pipeline import method_param_counts
+    from spp.prompts.train.pipeline import method_param_counts
 
     common.quiet_libraries()
     opts = {"n_tokens": n_tokens, "m": m, "bottleneck": bottleneck, "shared": shared, "hidden": hidden, "softmax": softmax}
@@ -237,7 +237,7 @@ def tasks_cmd(json_out: common.JsonFlag = False) -> None:
     """The built-in tasks: template, label words and metrics."""
     from rich.table import Table
 
-    from spp.prompts.catalog import get_task, task_names
+    from spp.prompts.tasks import get_task, task_names
 
     specs = [get_task(n) for n in task_names()]
     if json_out:
@@ -259,7 +259,7 @@ def demo_cmd(
 ) -> None:
     """Offline end to end: build a tiny T5, write two tasks, train and evaluate a prompt for each."""
     from spp.cli.progress import TrainProgress
-    from spp.prompts.demo_run import run_demo
+    from spp.prompts.demo.run import run_demo
 
     common.quiet_libraries()
     with TrainProgress(enabled=not json_out) as progress:

@@ -25,7 +25,7 @@ def _split_list(text: str | None) -> list[str]:
 def load_sources(refs: str | None, registry: Path | None) -> list[Any]:
     """TransferSource per reference, labelled ``name@version`` (registry) or the file name."""
     from spp.cli.sources import load_prompt_source
-    from spp.prompts.transfer import TransferError, TransferSource
+    from spp.prompts.transfer.compute import TransferError, TransferSource
 
     items = _split_list(refs)
     if not items:
@@ -76,7 +76,7 @@ def transfer_cmd(
 ) -> None:
     """Zero-shot cross-task transfer: each prompt on each task's evaluation split, with the task's
     template and label words. Scores all prompts over a task's examples in mixed-prompt batches."""
-    from spp.prompts.transfer import TransferConfig, check_sources
+    from spp.prompts.transfer.compute import TransferConfig, check_sources
 
     common.quiet_libraries()
     config = TransferConfig(batch_size=batch_size, top_k=top_k)
@@ -100,7 +100,7 @@ def _backbone(sources: list[Any], name: str | None, tokenizer: str | None, devic
 
 
 def _targets(tasks: str | None, sources: list[Any], **kwargs: Any) -> list[Any]:
-    from spp.prompts.transfer import load_target, resolve_task
+    from spp.prompts.transfer.compute import load_target, resolve_task
 
     names = _split_list(tasks) or list(dict.fromkeys(s.task for s in sources))
     return [load_target(resolve_task(n, sources), kwargs["split"], data_dir=kwargs["data_dir"],
@@ -109,8 +109,8 @@ def _targets(tasks: str | None, sources: list[Any], **kwargs: Any) -> list[Any]:
 
 def _run_matrix(bb: Any, sources: list[Any], targets: list[Any], config: Any, out: Path, json_out: bool) -> None:
     from spp.cli.progress import count_progress
-    from spp.prompts.transfer import compute_transfer
-    from spp.prompts.transfer_report import write_report
+    from spp.prompts.transfer.compute import compute_transfer
+    from spp.prompts.transfer.report import write_report
 
     total = len(sources) * sum(len(t) for t in targets)
     desc = f"transfer {len(sources)} prompts x {len(targets)} tasks"

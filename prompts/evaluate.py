@@ -6,10 +6,10 @@ from typing import Callable, Literal
 
 import torch
 
-from spp.prompts.data import TaskData
-from spp.prompts.metrics import compute_metrics
+from spp.prompts.tasks.data import TaskData
+from spp.prompts.tasks.metrics import compute_metrics
 from spp.prompts.scoring import LabelSet, Scorer, iter_batches, score_texts
-from spp.prompts.tasks import TaskError
+from spp.prompts.tasks.spec import TaskError
 
 Mode = Literal["rank", "generate"]
 

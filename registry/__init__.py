@@ -7,7 +7,7 @@
 Importing this package does not import torch; reading or writing an artifact does.
 """
 
-from spp.registry.core import HOME_ENV, Registry, default_root, publish_after_train
+from spp.registry.core import HOME_ENV, Registry, default_root
 from spp.registry.errors import IntegrityError, NotFoundError, PublishError, RegistryError
 from spp.registry.index import Version
 from spp.registry.refs import Ref, check_alias, check_name, parse_ref, parse_tags
@@ -26,5 +26,4 @@ __all__ = [
     "default_root",
     "parse_ref",
     "parse_tags",
-    "publish_after_train",
 ]

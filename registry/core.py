@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from spp.registry.errors import IntegrityError, PublishError, RegistryError
-from spp.registry.index import Index, Version
+from spp.registry.index import Index, Version, publish_row
 from spp.registry.refs import Ref, check_alias, check_name, check_tags, parse_ref
-from spp.registry.store import BlobStore, canonical_bytes, sha256_bytes, sha256_file, stall_point
+from spp.prompts.artifact.codec import canonical_bytes
+from spp.registry.store import BlobStore, sha256_bytes, sha256_file, stall_point
 
 if TYPE_CHECKING:  # torch is imported only when an artifact is actually read or written
     from spp.prompts.artifact import Artifact
@@ -84,11 +85,12 @@ class Registry:
     ) -> tuple[Version, bool]:
         """Validate and store an artifact; returns (version, created).
 
-        ``name`` defaults to the artifact's task. Identical content already published under
-        the same name returns that version with ``created=False`` (its aliases and tags are
-        still applied); "identical" is judged on the canonical bytes (see
-        :func:`~spp.registry.store.canonical_bytes`), which are what the store keeps. Any
-        problem with the file is a one-line :class:`PublishError`.
+        ``name`` defaults to the artifact's task. The store keeps the file's canonical bytes
+        (:func:`~spp.prompts.artifact.canonical_bytes`): a file spp wrote is kept byte for
+        byte, so its registry sha256 is its own ``sha256sum``; a file from another writer
+        (safetensors' own, an old spp) has its header rewritten. Identical content already
+        published under the same name returns that version with ``created=False`` (its aliases
+        and tags are still applied). Any problem with the file is a one-line :class:`PublishError`.
         """
         data, label = _source_bytes(source)
         try:
@@ -105,12 +107,10 @@ class Registry:
         except OSError as exc:  # disk full, read-only registry: one line, nothing indexed
             raise PublishError(f"cannot store {label} in {self.root}: {exc.strerror or exc}") from None
         stall_point("after-blob")
-        row = {
-            "name": name, "sha256": sha, "task": meta.task, "method": meta.method, "backbone": meta.backbone,
-            "fingerprint": meta.fingerprint, "d_model": meta.d_model, "n_tokens": meta.n_tokens,
-            "metrics": meta.metrics, "main_metric": meta.main_metric, "parent": meta.parent, "size": len(data),
-            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
+        row = publish_row(
+            meta, name=name, sha256=sha, size=len(data),
+            created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        )
         with self.index.write() as conn:
             if not self.store.exists(sha):  # a concurrent gc/rm removed it: rewrite under the lock
                 self.store.put(data, sha)
@@ -132,12 +132,12 @@ class Registry:
 
     def load(self, ref: "str | Version") -> "tuple[Version, Artifact]":
         """Resolve, read the blob, check its size and sha256, then parse it."""
-        from spp.prompts.artifact import ArtifactError, load_artifact_bytes
+        from spp.prompts.artifact import ArtifactError, decode
 
         version = ref if isinstance(ref, Version) else self.resolve(ref)
         data = self._read_checked(version)
         try:
-            return version, load_artifact_bytes(data)
+            return version, decode(data)
         except ArtifactError as exc:
             raise IntegrityError(f"{version.ref}: stored artifact is unreadable: {exc}") from None
 
@@ -285,15 +285,6 @@ class Registry:
         return removed
 
 
-def publish_after_train(
-    artifact_path: str | os.PathLike[str], registry_dir: str | os.PathLike[str] | None, alias: str | None = None
-) -> Version:
-    """What ``spp train --publish [--alias A]`` does: publish under the task name."""
-    with Registry(registry_dir) as reg:
-        version, _ = reg.publish(artifact_path, aliases=[alias] if alias else ())
-        return version
-
-
 def _source_bytes(source: "str | os.PathLike[str] | Artifact | bytes") -> tuple[bytes, str]:
     from spp.prompts.artifact import Artifact, ArtifactError, artifact_bytes
 
@@ -315,14 +306,12 @@ def _source_bytes(source: "str | os.PathLike[str] | Artifact | bytes") -> tuple[
 
 def _validate(data: bytes, label: str):
     """Header, required metadata, prompt shape n x d_model, finite values, numeric metrics."""
-    from spp.prompts.artifact import ArtifactError, load_artifact_bytes
+    from spp.prompts.artifact import ArtifactError, decode
 
     try:
-        artifact = load_artifact_bytes(data)
+        artifact = decode(data)
     except ArtifactError as exc:
         raise PublishError(f"cannot publish {label}: {exc}") from None
-    if not artifact.prompt.is_floating_point():
-        raise PublishError(f"cannot publish {label}: prompt must be a floating-point tensor, got {artifact.prompt.dtype}")
     _check_metrics(artifact.meta.metrics, label)
     return artifact.meta
 

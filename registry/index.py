@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
+from spp.prompts.artifact.meta import ArtifactMeta, IndexedMeta, indexed_fields
 from spp.registry.errors import NotFoundError, RegistryError
 from spp.registry.refs import Ref
 
@@ -27,28 +28,44 @@ SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 60_000
 _SHOW_MAX = 20  # how many known names/versions an error message lists
 
-_SCHEMA = """
+# The versions table: the registry's own columns around one column per indexed artifact
+# field. The indexed fields are declared once, on spp.prompts.artifact.IndexedMeta; the
+# CREATE TABLE, the column list, the publish row and Version are all derived from them.
+_HEAD = (("name", "TEXT NOT NULL REFERENCES names(name)"), ("version", "INTEGER NOT NULL"), ("sha256", "TEXT NOT NULL"))
+_TAIL = (
+    ("main_metric", "REAL"),
+    ("created_at", "TEXT NOT NULL"),
+    ("deprecated", "INTEGER NOT NULL DEFAULT 0"),
+    ("size", "INTEGER NOT NULL"),
+)
+_SQL_TYPES = {"str": "TEXT", "int": "INTEGER", "float": "REAL", "bool": "INTEGER"}
+
+
+def _indexed_columns() -> tuple[tuple[str, str], ...]:
+    """(name, SQL type) of each IndexedMeta field; dict/list fields are stored as JSON text."""
+    out = []
+    for f in indexed_fields():
+        annotation = str(f.type)
+        nullable = "None" in annotation
+        base = annotation.replace("| None", "").strip()
+        sql = "TEXT" if base.startswith(("dict", "list")) else _SQL_TYPES[base]
+        out.append((f.name, sql if nullable else f"{sql} NOT NULL"))
+    return tuple(out)
+
+
+_INDEXED = _indexed_columns()
+_JSON_COLUMNS = frozenset(f.name for f in indexed_fields() if str(f.type).startswith(("dict", "list")))
+_COLUMN_NAMES = tuple(name for name, _ in _HEAD + _INDEXED + _TAIL)
+_COLUMNS = ", ".join(_COLUMN_NAMES)
+_VERSIONS_TABLE = (
+    "CREATE TABLE IF NOT EXISTS versions (\n    "
+    + ",\n    ".join(f"{name} {sql}" for name, sql in _HEAD + _INDEXED + _TAIL)
+    + ",\n    PRIMARY KEY (name, version),\n    UNIQUE (name, sha256)\n)"
+)
+_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS names (name TEXT PRIMARY KEY, last_version INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS versions (
-    name TEXT NOT NULL REFERENCES names(name),
-    version INTEGER NOT NULL,
-    sha256 TEXT NOT NULL,
-    task TEXT NOT NULL,
-    method TEXT NOT NULL,
-    backbone TEXT NOT NULL,
-    fingerprint TEXT NOT NULL,
-    d_model INTEGER NOT NULL,
-    n_tokens INTEGER NOT NULL,
-    metrics TEXT NOT NULL,
-    main_metric REAL,
-    created_at TEXT NOT NULL,
-    deprecated INTEGER NOT NULL DEFAULT 0,
-    parent TEXT,
-    size INTEGER NOT NULL,
-    PRIMARY KEY (name, version),
-    UNIQUE (name, sha256)
-);
+{_VERSIONS_TABLE};
 CREATE INDEX IF NOT EXISTS versions_sha256 ON versions (sha256);
 CREATE TABLE IF NOT EXISTS aliases (
     name TEXT NOT NULL,
@@ -67,33 +84,22 @@ CREATE TABLE IF NOT EXISTS tags (
     FOREIGN KEY (name, version) REFERENCES versions (name, version) ON DELETE CASCADE
 );
 """
-_COLUMNS = (
-    "name, version, sha256, task, method, backbone, fingerprint, d_model, n_tokens, "
-    "metrics, main_metric, created_at, deprecated, parent, size"
-)
 
 
-@dataclass(frozen=True)
-class Version:
-    """One immutable published version, as the index records it."""
+@dataclass(kw_only=True)
+class Version(IndexedMeta):
+    """One immutable published version, as the index records it: the artifact's indexed
+    metadata (:class:`~spp.prompts.artifact.IndexedMeta`) plus the registry's own fields."""
 
     name: str
     version: int
     sha256: str
-    task: str
-    method: str
-    backbone: str
-    fingerprint: str
-    d_model: int
-    n_tokens: int
-    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    size: int = 0
     main_metric: float | None = None
-    aliases: tuple[str, ...] = ()
-    tags: dict[str, str] = field(default_factory=dict)
     created_at: str = ""
     deprecated: bool = False
-    parent: str | None = None
-    size: int = 0
+    aliases: tuple[str, ...] = ()
+    tags: dict[str, str] = field(default_factory=dict)
 
     def __hash__(self) -> int:  # dict fields are not hashable; identity is (name, version, content)
         return hash((self.name, self.version, self.sha256))
@@ -111,13 +117,16 @@ class Version:
 
 
 def _row_to_version(row: Sequence[Any], aliases: Sequence[str], tags: Mapping[str, str]) -> Version:
-    (name, version, sha, task, method, backbone, fp, d_model, n_tokens, metrics, main, created, dep, parent, size) = row
-    return Version(
-        name=name, version=version, sha256=sha, task=task, method=method, backbone=backbone, fingerprint=fp,
-        d_model=d_model, n_tokens=n_tokens, metrics=json.loads(metrics), main_metric=main,
-        aliases=tuple(sorted(aliases)), tags=dict(tags), created_at=created, deprecated=bool(dep),
-        parent=parent, size=size,
-    )
+    values = dict(zip(_COLUMN_NAMES, row))
+    for name in _JSON_COLUMNS:
+        values[name] = json.loads(values[name])
+    values["deprecated"] = bool(values["deprecated"])
+    return Version(**values, aliases=tuple(sorted(aliases)), tags=dict(tags))
+
+
+def publish_row(meta: ArtifactMeta, *, name: str, sha256: str, size: int, created_at: str) -> dict[str, Any]:
+    """The index row of a new version of ``meta`` (everything but the version number)."""
+    return dict(meta.indexed(), name=name, sha256=sha256, size=size, created_at=created_at, main_metric=meta.main_metric)
 
 
 def _listing(items: Sequence[Any]) -> str:
@@ -293,11 +302,12 @@ class Index:
             "ON CONFLICT (name) DO UPDATE SET last_version = last_version + 1 RETURNING last_version",
             (row["name"],),
         ).fetchone()[0]
-        values = dict(row, version=version, metrics=json.dumps(row["metrics"], sort_keys=True), deprecated=0)
-        names = [c.strip() for c in _COLUMNS.split(",")]
+        values = dict(row, version=version, deprecated=0)
+        for name in _JSON_COLUMNS:
+            values[name] = json.dumps(values[name], sort_keys=True)
         conn.execute(
-            f"INSERT INTO versions ({_COLUMNS}) VALUES ({', '.join('?' * len(names))})",
-            [values[c] for c in names],
+            f"INSERT INTO versions ({_COLUMNS}) VALUES ({', '.join('?' * len(_COLUMN_NAMES))})",
+            [values[c] for c in _COLUMN_NAMES],
         )
         return version, True
 

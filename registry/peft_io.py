@@ -219,7 +219,7 @@ def _foreign_meta(folder: Path, config: dict[str, Any], prompt, task: str | None
 
 def _task_fields(task: str) -> tuple[str, dict[str, Any]]:
     """(task name, task spec dict) from the catalog or a spec file; unknown names keep no spec."""
-    from spp.prompts.catalog import get_task
+    from spp.prompts.tasks import get_task
     from spp.prompts.tasks import TaskError
 
     try:

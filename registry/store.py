@@ -9,7 +9,6 @@ either the whole file is there under its name, or nothing is.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import sys
@@ -17,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from spp.prompts.atomic import atomic_write, safetensors_header
+from spp.prompts.artifact.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -48,21 +47,6 @@ def sha256_file(path: Path) -> str:
         while chunk := fh.read(_HASH_CHUNK):
             h.update(chunk)
     return h.hexdigest()
-
-
-def canonical_bytes(data: bytes) -> bytes:
-    """The same safetensors file with its JSON header written in one canonical way.
-
-    The safetensors writer emits ``__metadata__`` keys in hash-map order, which changes from
-    one save to the next, so two saves of identical content differ byte-wise. Re-serialising
-    the header with sorted keys (tensor bytes untouched, padding to 8 bytes as the format
-    asks) gives identical content one address, whoever wrote it. Raises ValueError on bytes
-    that do not start with a safetensors header; the caller's validation reports those.
-    """
-    header, body = safetensors_header(data)
-    text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    text += b" " * (-len(text) % 8)
-    return len(text).to_bytes(8, "little") + text + data[body:]
 
 
 def _fsync_dir(path: Path) -> None:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from spp.prompts.base import ConfigError
+from spp.prompts.methods import ConfigError
 
 
 @dataclass

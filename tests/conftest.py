@@ -20,7 +20,7 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 @pytest.fixture(scope="session")
 def tiny_backbone_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny pretrained-on-synthetic-tasks T5 saved as a local model directory (see spp.prompts.demo)."""
-    from spp.prompts.demo import make_tiny_backbone_dir
+    from spp.prompts.demo.toy import make_tiny_backbone_dir
 
     return make_tiny_backbone_dir(tmp_path_factory.mktemp("tiny-t5") / "model")
 
@@ -36,7 +36,7 @@ def tiny_backbone(tiny_backbone_dir: Path):
 @pytest.fixture(scope="session")
 def demo_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Data of the two demo tasks: {task name: path of its task.json spec}, files beside it."""
-    from spp.prompts.demo import TASKS, write_demo_task
+    from spp.prompts.demo.toy import TASKS, write_demo_task
 
     root = tmp_path_factory.mktemp("demo-data")
     return {name: write_demo_task(root, name, n_train=200, n_eval=100) for name in TASKS}

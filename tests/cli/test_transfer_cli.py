@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from spp.cli.main import app
 from spp.prompts.artifact import Artifact, ArtifactMeta, load_artifact, save_artifact
-from spp.prompts.catalog import get_task
+from spp.prompts.tasks import get_task
 
 runner = CliRunner()
 

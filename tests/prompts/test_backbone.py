@@ -14,7 +14,7 @@ from spp.prompts.backbone import (
     load_backbone,
     prepend_prompts,
 )
-from spp.prompts.pipeline import backbone_shape
+from spp.prompts.train.pipeline import backbone_shape
 
 # Parameter counts of the real Hub checkpoints (T5ForConditionalGeneration.num_parameters()).
 REAL_COUNTS = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from spp.prompts.base import ConfigError
+from spp.prompts.methods import ConfigError
 from spp.serve.settings import ServeSettings
 
 
