@@ -151,9 +151,9 @@ def _recommend(task: str, sources: list[Any], *, data_dir: Path | None, steps: i
     from spp.cli.progress import TrainProgress
     from spp.prompts.transfer import TransferError, check_sources, load_target, rank_by_similarity, resolve_task
     from spp.prompts.transfer import train_probe
+    from spp.prompts.config import check_int
 
-    if steps < 1:
-        raise TransferError(f"--probe-steps must be a positive integer, got {steps}")
+    check_int("--probe-steps", steps, TransferError)
     check_sources(sources, minimum=1)  # one backbone for all candidates
     spec = resolve_task(task, sources)
     bb = _backbone(sources, *bb_args)

@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from spp.prompts.config import check_int
 from spp.registry.errors import RegistryError
 
 if TYPE_CHECKING:
@@ -169,8 +170,7 @@ def _read_config(folder: Path) -> dict[str, Any]:
     if config.get("task_type") != "SEQ_2_SEQ_LM":
         raise PeftError(f"{path}: task_type is {config.get('task_type')!r}; spp imports SEQ_2_SEQ_LM (T5) adapters")
     n = config.get("num_virtual_tokens")
-    if not isinstance(n, int) or n < 1:
-        raise PeftError(f"{path}: num_virtual_tokens must be a positive integer, got {n!r}")
+    check_int(f"{path}: num_virtual_tokens", n, PeftError)
     return config
 
 

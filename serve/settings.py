@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from spp.prompts.methods import ConfigError
+from spp.prompts.config import check_bool, check_choice, check_int, check_number
+from spp.prompts.errors import ConfigError
 
 
 @dataclass
@@ -56,13 +57,11 @@ class ServeSettings:
         self.preload = _refs(self.preload)
         for name in ("max_batch_size", "max_queue", "max_inputs", "max_input_chars", "max_source_length",
                      "cache_size", "retry_after_s"):
-            _positive_int(name, getattr(self, name))
-        if self.micro_batches not in (None, True, False):
-            raise ConfigError(f"micro_batches must be true, false or null, got {self.micro_batches!r}")
-        _port(self.port)
-        wait = self.max_wait_ms
-        if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait <= 60_000:
-            raise ConfigError(f"max_wait_ms must be a number in 0..60000, got {wait!r}")
+            check_int(name, getattr(self, name), ConfigError)
+        if self.micro_batches is not None:
+            check_bool("micro_batches", self.micro_batches, ConfigError)
+        check_int("port", self.port, ConfigError, minimum=0, maximum=65535)
+        check_number("max_wait_ms", self.max_wait_ms, ConfigError, minimum=0, maximum=60_000)
         if self.max_queue < self.max_batch_size:
             raise ConfigError(
                 f"max_queue ({self.max_queue}) must be at least max_batch_size ({self.max_batch_size})"
@@ -73,19 +72,7 @@ class ServeSettings:
             raise ConfigError(f"host must be a non-empty string, got {self.host!r}")
         if not isinstance(self.device, str) or not self.device:
             raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
-        levels = ("critical", "error", "warning", "info", "debug", "trace")
-        if self.log_level not in levels:
-            raise ConfigError(f"log_level must be one of {', '.join(levels)}, got {self.log_level!r}")
-
-
-def _positive_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-
-
-def _port(value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
-        raise ConfigError(f"port must be an integer in 0..65535, got {value!r}")
+        check_choice("log_level", self.log_level, ("critical", "error", "warning", "info", "debug", "trace"), ConfigError)
 
 
 def _refs(value: str | Sequence[str]) -> tuple[str, ...]:

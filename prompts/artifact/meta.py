@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from spp.prompts.config import check_int
 from spp.prompts.errors import SppError
 from spp.prompts.tasks.spec import main_score
 
@@ -78,9 +79,7 @@ class ArtifactMeta(IndexedMeta):
             if not isinstance(value, str) or not value:
                 raise ArtifactError(f"metadata field {name!r} must be a non-empty string, got {value!r}")
         for name in ("d_model", "n_tokens"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ArtifactError(f"metadata field {name!r} must be a positive integer, got {value!r}")
+            check_int(f"metadata field {name!r}", getattr(self, name), ArtifactError)
 
     def indexed(self) -> dict[str, Any]:
         """The values of the indexed fields (what the registry stores in its row)."""

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from spp.prompts.config import check_number, option
 from spp.prompts.methods.base import ConfigError, InitContext, MethodConfig, PromptMethod
 from spp.prompts.methods.registry import register
 from spp.prompts.methods.init import sample_vocab_prompt
@@ -43,23 +44,18 @@ TARGET_INITS = ("sample-vocab", "uniform")
 
 @dataclass
 class AttemptConfig(MethodConfig):
-    """bottleneck: width of the attention sub-network (paper: 100); temperature: softmax
-    temperature (None: d_model * e, the authors' 2087 for T5-base); init: target prompt init."""
+    """ATTEMPT's options (the authors' code: bottleneck 100, temperature d_model * e)."""
 
-    bottleneck: int = 100
-    temperature: float | None = None
-    init: str = "sample-vocab"
+    bottleneck: int = option(100, help="Width of the attention sub-network.", min=1)
+    temperature: float | None = option(
+        None, help="Softmax temperature of the attention; default d_model * e (the authors' 2087 on T5-base).", min=0,
+    )
+    init: str = option("sample-vocab", help="Init of the target prompt.", choices=TARGET_INITS)
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not isinstance(self.bottleneck, int) or isinstance(self.bottleneck, bool) or self.bottleneck < 1:
-            raise ConfigError(f"bottleneck must be a positive integer, got {self.bottleneck!r}")
         if self.temperature is not None:
-            ok = isinstance(self.temperature, (int, float)) and not isinstance(self.temperature, bool)
-            if not ok or not math.isfinite(self.temperature) or self.temperature <= 0:
-                raise ConfigError(f"temperature must be a positive number or null, got {self.temperature!r}")
-        if self.init not in TARGET_INITS:
-            raise ConfigError(f"unknown init {self.init!r}; choose one of: {', '.join(TARGET_INITS)}")
+            check_number("temperature", self.temperature, ConfigError, above=0)
 
 
 def stack_sources(prompts: Sequence[torch.Tensor], names: Sequence[str] | None = None) -> torch.Tensor:

@@ -14,22 +14,19 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from spp.prompts.errors import SppError
-
-
-class ConfigError(SppError):
-    """A configuration value is unknown or invalid; the message names the field."""
+from spp.prompts.config import option, validate
+from spp.prompts.errors import ConfigError
 
 
 @dataclass
 class MethodConfig:
-    """Options shared by every method. Subclasses add their own fields and validate them."""
+    """Options shared by every method. Subclasses add their own :func:`option` fields (help
+    text and bounds on the field: ``spp train`` generates its method flags from them)."""
 
-    n_tokens: int = 10
+    n_tokens: int = option(10, help="Prompt length n (tokens prepended to the encoder input).", min=1)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.n_tokens, int) or isinstance(self.n_tokens, bool) or self.n_tokens < 1:
-            raise ConfigError(f"n_tokens must be a positive integer, got {self.n_tokens!r}")
+        validate(self, ConfigError)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

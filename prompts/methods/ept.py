@@ -18,22 +18,18 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from spp.prompts.methods.base import ConfigError, InitContext, MethodConfig, PromptMethod
+from spp.prompts.config import option
+from spp.prompts.methods.base import InitContext, MethodConfig, PromptMethod
 from spp.prompts.methods.registry import register
 from spp.prompts.methods.init import fan_in_uniform_
 
 
 @dataclass
 class EPTConfig(MethodConfig):
-    """n_tokens: copies of the one vector (1 = EPT, 10 = EPT*); hidden: width h of the bottleneck."""
+    """EPT's options: one vector through an e -> h -> e linear bottleneck, repeated n times."""
 
-    n_tokens: int = 1
-    hidden: int = 1
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not isinstance(self.hidden, int) or isinstance(self.hidden, bool) or self.hidden < 1:
-            raise ConfigError(f"hidden must be a positive integer, got {self.hidden!r}")
+    n_tokens: int = option(1, help="Copies of the one prompt vector (1 = EPT, 10 = EPT*).", min=1)
+    hidden: int = option(1, help="Width h of the linear bottleneck (EPT: as small as 1).", min=1)
 
 
 @register

@@ -18,7 +18,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from spp.prompts.methods.base import ConfigError, InitContext, MethodConfig, PromptMethod
+from spp.prompts.config import option
+from spp.prompts.methods.base import InitContext, MethodConfig, PromptMethod
 from spp.prompts.methods.registry import register
 from spp.prompts.methods.init import fan_in_uniform_
 
@@ -34,14 +35,9 @@ def _linear(fan_in: int, fan_out: int, generator: torch.Generator) -> nn.Linear:
 
 @dataclass
 class PTuningConfig(MethodConfig):
-    """hidden: width h of the encoder MLP; 0 means the backbone's d_model (PEFT's default)."""
+    """P-Tuning's options (PEFT's default MLP encoder)."""
 
-    hidden: int = 0
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not isinstance(self.hidden, int) or isinstance(self.hidden, bool) or self.hidden < 0:
-            raise ConfigError(f"hidden must be a non-negative integer (0 = d_model), got {self.hidden!r}")
+    hidden: int = option(0, help="Width of the encoder MLP; 0 = the backbone's d_model (PEFT's default).", min=0)
 
 
 @register

@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spp.prompts.methods.base import ConfigError, InitContext, MethodConfig, PromptMethod
+from spp.prompts.config import option
+from spp.prompts.methods.base import InitContext, MethodConfig, PromptMethod
 from spp.prompts.methods.registry import register
 from spp.prompts.methods.init import fan_in_uniform_, sample_vocab_prompt
 
@@ -30,17 +31,10 @@ LN_EPS = 1e-5  # nn.LayerNorm's default, as in the paper's code
 
 @dataclass
 class ResidualConfig(MethodConfig):
-    """bottleneck: hidden width b of the MLP; shared: one MLP for all tokens (paper) or one each."""
+    """Residual PT's options (SuperPos-Prompt's setup: bottleneck 128; EPT's comparison: 400)."""
 
-    bottleneck: int = 128
-    shared: bool = True
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not isinstance(self.bottleneck, int) or isinstance(self.bottleneck, bool) or self.bottleneck < 1:
-            raise ConfigError(f"bottleneck must be a positive integer, got {self.bottleneck!r}")
-        if not isinstance(self.shared, bool):
-            raise ConfigError(f"shared must be true or false, got {self.shared!r}")
+    bottleneck: int = option(128, help="Hidden width of the residual MLP.", min=1)
+    shared: bool = option(True, help="One MLP shared by all prompt tokens (the paper) rather than one per token.")
 
 
 @register

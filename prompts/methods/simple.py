@@ -18,6 +18,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from spp.prompts.config import check_choice, option
 from spp.prompts.methods.base import ConfigError, InitContext, MethodConfig, PromptMethod
 from spp.prompts.methods.init import gather_embeddings, sample_vocab_prompt
 from spp.prompts.methods.registry import register
@@ -61,19 +62,21 @@ def artifact_prompt(n: int, ctx: InitContext) -> torch.Tensor:
 
 @dataclass
 class SimpleConfig(MethodConfig):
-    """n_tokens prompt vectors; ``init`` is one of sample-vocab, uniform, labels, artifact:PATH."""
+    """Prompt Tuning's options: n_tokens prompt vectors and their initialisation."""
 
-    init: str = "sample-vocab"
+    init: str = option(
+        "sample-vocab",
+        help="Prompt init: sample-vocab (Lester's default), uniform, labels (label-word embeddings), "
+        "or artifact:PATH (another prompt, SPoT).",
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not isinstance(self.init, str):
-            raise ConfigError(f"init must be a string, got {self.init!r}")
         if self.init.startswith(ARTIFACT_PREFIX):
             if not self.init[len(ARTIFACT_PREFIX):].strip():
                 raise ConfigError("init='artifact:PATH' needs a path after 'artifact:'")
-        elif self.init not in INIT_CHOICES:
-            raise ConfigError(f"unknown init {self.init!r}; choose one of: {', '.join(INIT_CHOICES)}")
+        else:
+            check_choice("init", self.init, INIT_CHOICES[:-1], ConfigError)
 
 
 @register

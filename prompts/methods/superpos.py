@@ -31,6 +31,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from spp.prompts.config import option
 from spp.prompts.methods.base import ConfigError, InitContext, MethodConfig, PromptMethod
 from spp.prompts.methods.registry import register
 from spp.prompts.methods.init import gather_embeddings, sample_vocab_ids
@@ -38,17 +39,10 @@ from spp.prompts.methods.init import gather_embeddings, sample_vocab_ids
 
 @dataclass
 class SuperPosConfig(MethodConfig):
-    """m: number of frozen token embeddings mixed per prompt token; softmax: the ablation."""
+    """SuperPos-Prompt's options (the paper: m=128, no softmax)."""
 
-    m: int = 128
-    softmax: bool = False
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not isinstance(self.m, int) or isinstance(self.m, bool) or self.m < 1:
-            raise ConfigError(f"m must be a positive integer, got {self.m!r}")
-        if not isinstance(self.softmax, bool):
-            raise ConfigError(f"softmax must be true or false, got {self.softmax!r}")
+    m: int = option(128, help="Frozen token embeddings E_freeze mixed per prompt token.", min=1)
+    softmax: bool = option(False, help="Softmax over the superposition weights p' (the paper's ablation; worse).")
 
 
 @register

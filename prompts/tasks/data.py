@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
+from spp.prompts.config import check_int
 from spp.prompts.tasks.catalog import get_task
 from spp.prompts.tasks.sources import MISSING, SplitNotFoundError, column_value, open_source
 from spp.prompts.tasks.spec import SPLITS, TaskError, TaskSpec
@@ -92,8 +93,8 @@ class TaskData:
 
     def sample(self, n: int | None, seed: int = 0) -> "TaskData":
         """A seeded subset of ``n`` examples in their original order (all of them if n >= len)."""
-        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-            raise TaskError(f"max_samples must be a positive integer, got {n!r}")
+        if n is not None:
+            check_int("max_samples", n, TaskError)
         if n is None or n >= len(self):
             return self
         indices = sorted(random.Random(seed).sample(range(len(self)), n))

@@ -2,7 +2,7 @@
 
 A :class:`TaskSpec` is plain data (it round-trips through JSON) so that an artifact carries
 its task and a server can serve a custom task without code. The built-in GLUE/SuperGLUE
-specs live in :mod:`spp.prompts.catalog`; loading data lives in :mod:`spp.prompts.data`.
+specs live in :mod:`spp.prompts.tasks.catalog`; loading data lives in :mod:`spp.prompts.tasks.data`.
 
 Canonical column names: a task's data is described by its template fields plus
 ``label_column`` (and ``group_column``). Each data source may spell them differently (GLUE's
@@ -67,7 +67,7 @@ class TaskSpec:
     label_column: the column holding the gold label in data files.
     label_aliases: raw label value (as str) -> class id, for files whose labels are not
         0..k-1 (e.g. GLUE TSV's ``entailment``/``not_entailment``).
-    metrics: names understood by :mod:`spp.prompts.metrics`; the main score is their mean.
+    metrics: names understood by :mod:`spp.prompts.tasks.metrics`; the main score is their mean.
     regression: labels are numbers rounded onto the numeric label words (STS-B recipe).
     group_column: column grouping examples (MultiRC's question id, for exact match).
     hub_revision: pin the Hub dataset to a commit/tag (None: the default branch).
@@ -75,7 +75,7 @@ class TaskSpec:
     explode: dotted paths of nested JSON lists flattened in turn, one example per innermost
         element (SuperGLUE MultiRC: paragraph -> questions -> answers).
     data_dir: default folder of ``file_names`` (a spec file's relative value is resolved
-        against the spec file's folder by :func:`spp.prompts.catalog.get_task`).
+        against the spec file's folder by :func:`spp.prompts.tasks.catalog.get_task`).
     """
 
     name: str

@@ -22,13 +22,13 @@ import torch
 
 from spp.prompts.artifact import Artifact, ArtifactMeta
 from spp.prompts.backbone import Backbone, prepend_prompts
+from spp.prompts.config import check_choice, check_int, check_number
+from spp.prompts.evaluate import evaluate_prompt
 from spp.prompts.methods.base import ConfigError, InitContext, PromptMethod
 from spp.prompts.methods.registry import build_method, get_method
-from spp.prompts.tasks.data import TaskData
-from spp.prompts.evaluate import evaluate_prompt
-from spp.prompts.tasks.spec import main_score
 from spp.prompts.scoring import Scorer
-from spp.prompts.tasks.spec import TaskError
+from spp.prompts.tasks.data import TaskData
+from spp.prompts.tasks.spec import TaskError, main_score
 
 log = logging.getLogger(__name__)
 
@@ -50,27 +50,18 @@ class TrainConfig:
     mode: Literal["rank", "generate"] = "rank"
 
     def __post_init__(self) -> None:
-        _positive("batch_size", self.batch_size)
-        _positive("grad_accum", self.grad_accum)
-        _positive("eval_batch_size", self.eval_batch_size)
-        _positive("max_source_length", self.max_source_length)
+        for name in ("batch_size", "grad_accum", "eval_batch_size", "max_source_length"):
+            check_int(name, getattr(self, name), ConfigError)
         if self.max_steps is not None:
-            _positive("max_steps", self.max_steps)
-        if not self.epochs > 0:
-            raise ConfigError(f"epochs must be > 0, got {self.epochs!r}")
-        if self.eval_every < 0:
-            raise ConfigError(f"eval_every must be >= 0, got {self.eval_every!r}")
-        if self.lr is not None and not self.lr > 0:
-            raise ConfigError(f"lr must be > 0, got {self.lr!r}")
-        if self.weight_decay is not None and self.weight_decay < 0:
-            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
-        if self.mode not in ("rank", "generate"):
-            raise ConfigError(f"mode must be 'rank' or 'generate', got {self.mode!r}")
-
-
-def _positive(name: str, value: Any) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+            check_int("max_steps", self.max_steps, ConfigError)
+        check_number("epochs", self.epochs, ConfigError, above=0)
+        check_int("eval_every", self.eval_every, ConfigError, minimum=0)
+        check_int("seed", self.seed, ConfigError, minimum=0)
+        if self.lr is not None:
+            check_number("lr", self.lr, ConfigError, above=0)
+        if self.weight_decay is not None:
+            check_number("weight_decay", self.weight_decay, ConfigError, minimum=0)
+        check_choice("mode", self.mode, ("rank", "generate"), ConfigError)
 
 
 @dataclass

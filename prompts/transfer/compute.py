@@ -26,6 +26,7 @@ import torch
 
 from spp.prompts.artifact import Artifact
 from spp.prompts.backbone import Backbone
+from spp.prompts.config import check_int
 from spp.prompts.tasks.catalog import get_task, task_names
 from spp.prompts.tasks.data import SplitNotFoundError, TaskData, load_split
 from spp.prompts.errors import SppError
@@ -71,9 +72,7 @@ class TransferConfig:
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "top_k", "max_source_length"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise TransferError(f"{name} must be a positive integer, got {value!r}")
+            check_int(name, getattr(self, name), TransferError)
 
 
 @dataclass

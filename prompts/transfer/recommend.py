@@ -9,6 +9,7 @@ from typing import Callable, Sequence
 import torch
 
 from spp.prompts.backbone import Backbone
+from spp.prompts.config import check_choice, check_int
 from spp.prompts.tasks.data import TaskData
 from spp.prompts.transfer.compute import TransferError, TransferSource
 from spp.prompts.transfer.similarity import SIMILARITIES, mean_cosine, token_cosine
@@ -28,8 +29,7 @@ def rank_by_similarity(
     probe: torch.Tensor, candidates: Sequence[TransferSource], *, by: str = "mean_cosine"
 ) -> list[Recommendation]:
     """SPoT's retrieval: candidates sorted by similarity of their prompt to ``probe`` (n, e)."""
-    if by not in SIMILARITIES:
-        raise TransferError(f"by must be one of {', '.join(SIMILARITIES)}, got {by!r}")
+    check_choice("by", by, SIMILARITIES, TransferError)
     if not candidates:
         raise TransferError("no candidate prompts to rank")
     recs = [Recommendation(c.label, c.task, mean_cosine(probe, c.prompt), token_cosine(probe, c.prompt)) for c in candidates]
@@ -53,8 +53,7 @@ def train_probe(
     """
     from spp.prompts.train.trainer import TrainConfig, build_prompt_method, train
 
-    if not isinstance(steps, int) or steps < 1:
-        raise TransferError(f"probe steps must be a positive integer, got {steps!r}")
+    check_int("probe steps", steps, TransferError)
     method = build_prompt_method(backbone, "simple", {"n_tokens": n_tokens}, train_data.task.label_words, seed=seed)
     config = TrainConfig(max_steps=steps, batch_size=batch_size, seed=seed, lr=lr)
     return train(backbone, method, {"train": train_data}, config, on_event=on_event).artifact.prompt  # (n, e)
