@@ -1,23 +1,19 @@
-"""Shared CLI plumbing: the rich consoles, JSON output, and the one-line error path."""
+"""Shared CLI plumbing: the rich consoles, JSON output, and the one-line error path.
+
+The option types that several commands share live in :mod:`spp.cli.options`.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
 
 console = Console()
 err_console = Console(stderr=True)
-
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
-RegistryOpt = Annotated[
-    Path | None,
-    typer.Option("--registry", help="Registry directory (default: $SPP_HOME, else a per-user data dir).", show_default=False),
-]
 
 
 def print_json(data: Any) -> None:

@@ -1,4 +1,10 @@
-"""The `spp` command: each module of spp.cli registers its own commands or sub-app."""
+"""The `spp` command: every command and sub-app is wired here, in one visible list.
+
+Each command lives in the module of its group (train, registry, sharing, serve, transfer) and
+imports heavy libraries (torch, transformers) only inside its body, so that `spp --help` and
+the registry commands start fast. `spp train` and `spp methods` add their method flags, which
+are generated from the method config fields, only when they run (see spp.cli.method_flags).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,8 @@ import logging
 import typer
 from typer.core import TyperGroup
 
-from spp.cli import common
+from spp.cli import common, registry, serve, sharing, train, transfer
+from spp.cli.method_flags import MethodFlagsCommand
 from spp.prompts.errors import SppError
 
 
@@ -37,16 +44,36 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
+# Training and evaluation (spp.cli.train)
+app.command("train", cls=MethodFlagsCommand)(train.train_cmd)
+app.command("eval")(train.eval_cmd)
+app.command("methods", cls=MethodFlagsCommand)(train.methods_cmd)
+app.command("tasks")(train.tasks_cmd)
+app.command("demo")(train.demo_cmd)
 
-def _register_all() -> None:
-    # Each command module adds its commands; imports stay light (no model loading at import).
-    from spp.cli import registry, serve, train, transfer
+# The registry (spp.cli.registry)
+app.command("publish")(registry.publish_cmd)
+app.command("list")(registry.list_cmd)
+app.command("show")(registry.show_cmd)
+alias_app = typer.Typer(help="Move or remove aliases such as rte@prod.", no_args_is_help=True)
+alias_app.command("set")(registry.alias_set_cmd)
+alias_app.command("rm")(registry.alias_rm_cmd)
+app.add_typer(alias_app, name="alias")
+app.command("tag")(registry.tag_cmd)
+app.command("deprecate")(registry.deprecate_cmd)
+app.command("rm")(registry.rm_cmd)
+app.command("verify")(registry.verify_cmd)
+app.command("gc")(registry.gc_cmd)
 
-    for module in (train, registry, serve, transfer):
-        module.register(app)
+# Sharing: Hub repos and PEFT adapters (spp.cli.sharing)
+app.command("push")(sharing.push_cmd)
+app.command("pull")(sharing.pull_cmd)
+app.command("export")(sharing.export_cmd)
+app.command("import-peft")(sharing.import_peft_cmd)
 
-
-_register_all()
+# Serving and cross-task transfer (spp.cli.serve, spp.cli.transfer)
+app.command("serve")(serve.serve_cmd)
+app.command("transfer")(transfer.transfer_cmd)
 
 
 def main() -> None:

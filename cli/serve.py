@@ -8,20 +8,16 @@ from typing import Annotated
 import typer
 
 from spp.cli import common
-from spp.cli.train import DEFAULT_BACKBONE
+from spp.cli.options import DEFAULT_BACKBONE, Backbone, Device, Dtype, MaxSourceLength, RegistryOpt, Revision, Tokenizer
 
 _LIMITS = "Limits"
 
 
-def serve(
-    backbone: Annotated[
-        str, typer.Option("--backbone", "-b", help="T5 backbone the prompts were trained on: Hub id, local directory "
-                          "or random:<name>.")
-    ] = DEFAULT_BACKBONE,
-    registry: common.RegistryOpt = None,
-    tokenizer: Annotated[
-        str | None, typer.Option(help="Tokenizer id or directory (needed offline for random:<name>).")
-    ] = None,
+def serve_cmd(
+    backbone: Backbone = DEFAULT_BACKBONE,
+    revision: Revision = None,
+    registry: RegistryOpt = None,
+    tokenizer: Tokenizer = None,
     preload: Annotated[
         str, typer.Option(help="Comma-separated prompt references to load at startup, e.g. rte@prod,cb.")
     ] = "",
@@ -42,16 +38,21 @@ def serve(
     max_input_chars: Annotated[
         int, typer.Option(help="Characters per formatted input above which it gets 413.", rich_help_panel=_LIMITS)
     ] = 4096,
+    max_source_length: MaxSourceLength = 512,
     cache_size: Annotated[int, typer.Option(help="Prompts kept on the device (LRU).")] = 64,
-    device: Annotated[str, typer.Option(help="auto (GPU if present), cpu, cuda or cuda:N.")] = "auto",
-    dtype: Annotated[str, typer.Option(help="auto (bf16 on GPU, fp32 on CPU), float32 or bfloat16.")] = "auto",
+    device: Device = "auto",
+    dtype: Dtype = "auto",
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
-    """Serve every prompt of a registry from ONE frozen T5 over HTTP: POST /predict?task=rte@prod."""
+    """Serve every prompt of a registry from ONE frozen T5 over HTTP: POST /predict?task=rte@prod.
+
+    --backbone must be the T5 the prompts were trained on (each prompt's fingerprint is checked).
+    """
     from spp.serve.settings import ServeSettings
 
     settings = ServeSettings(
         backbone=backbone,
+        revision=revision,
         registry=Path(registry) if registry is not None else None,
         tokenizer=tokenizer,
         preload=preload,
@@ -63,6 +64,7 @@ def serve(
         micro_batches=micro_batches,
         max_inputs=max_inputs,
         max_input_chars=max_input_chars,
+        max_source_length=max_source_length,
         cache_size=cache_size,
         device=device,
         dtype=dtype,
@@ -87,7 +89,3 @@ def run_server(settings) -> None:
     )
     asyncio.run(serve_app.run_server(settings))
 
-
-def register(app: typer.Typer) -> None:
-    """Add this module's commands to the root app."""
-    app.command("serve")(serve)

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from spp.cli import common
+from spp.cli.options import Device, Dtype, JsonFlag, PromptBackbone, RegistryOpt, Revision, Split, Tokenizer
 
 Refs = Annotated[
     Optional[str],
@@ -56,7 +57,7 @@ def transfer_cmd(
                                                  "(default: the tasks of the prompts).")] = None,
     data_dir: Annotated[Optional[Path], typer.Option(help="Local data: DIR/<task>/ per task if present, else DIR "
                                                      "itself. Default: each spec's own files or the Hub.")] = None,
-    split: Annotated[str, typer.Option(help="Evaluation split of every target (must have labels).")] = "validation",
+    split: Split = "validation",
     max_examples: Annotated[Optional[int], typer.Option(help="Evaluate on at most N examples per task (seeded).")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Output folder: transfer.json, transfer.csv, report.md, "
                                                 "heatmap.png (required for the matrix).")] = None,
@@ -67,36 +68,44 @@ def transfer_cmd(
     top_k: Annotated[int, typer.Option(help="Best sources listed per target.")] = 3,
     batch_size: Annotated[int, typer.Option(help="(example, prompt) rows per forward pass.")] = 64,
     seed: Annotated[int, typer.Option(help="Seed of --max-examples sampling and of the probe.")] = 0,
-    backbone: Annotated[Optional[str], typer.Option("--backbone", "-b", help="Backbone (default: the prompts').")] = None,
-    tokenizer: Annotated[Optional[str], typer.Option(help="Tokenizer id or directory (default: the backbone's).")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, ...")] = "auto",
-    dtype: Annotated[str, typer.Option(help="auto, float32 or bfloat16.")] = "auto",
-    registry: common.RegistryOpt = None,
-    json_out: common.JsonFlag = False,
+    backbone: PromptBackbone = None,
+    revision: Revision = None,
+    tokenizer: Tokenizer = None,
+    device: Device = "auto",
+    dtype: Dtype = "auto",
+    registry: RegistryOpt = None,
+    json_out: JsonFlag = False,
 ) -> None:
     """Zero-shot cross-task transfer: each prompt on each task's evaluation split, with the task's
     template and label words. Scores all prompts over a task's examples in mixed-prompt batches."""
-    from spp.prompts.transfer.compute import TransferConfig, check_sources
+    from spp.prompts.config import check_choice, check_int
+    from spp.prompts.transfer import SIMILARITIES, TransferConfig, TransferError, check_sources
 
     common.quiet_libraries()
     config = TransferConfig(batch_size=batch_size, top_k=top_k)
+    if recommend:  # the probe's options are checked before any prompt or weight is loaded
+        check_int("--probe-steps", probe_steps, TransferError)
+        check_choice("--by", by, SIMILARITIES, TransferError)
     sources = load_sources(prompts, registry)
+    bb_args = (backbone, revision, tokenizer, device, dtype)
     if recommend:
         _recommend(recommend, sources, data_dir=data_dir, steps=probe_steps, by=by, seed=seed, out=out,
-                   bb_args=(backbone, tokenizer, device, dtype), json_out=json_out)
+                   bb_args=bb_args, json_out=json_out)
         return
     if out is None:
         common.fail("--out DIR is required for the transfer matrix")
     check_sources(sources)  # before loading anything: too few prompts, mixed backbones
-    bb = _backbone(sources, backbone, tokenizer, device, dtype)
+    bb = _backbone(sources, *bb_args)
     targets = _targets(tasks, sources, split=split, data_dir=data_dir, max_examples=max_examples, seed=seed)
     _run_matrix(bb, sources, targets, config, out, json_out)
 
 
-def _backbone(sources: list[Any], name: str | None, tokenizer: str | None, device: str, dtype: str):
+def _backbone(sources: list[Any], name: str | None, revision: str | None, tokenizer: str | None, device: str,
+              dtype: str):
     from spp.prompts.backbone import load_backbone
 
-    return load_backbone(name or sources[0].artifact.meta.backbone, tokenizer=tokenizer, device=device, dtype=dtype)  # type: ignore[arg-type]
+    return load_backbone(name or sources[0].artifact.meta.backbone, revision=revision, tokenizer=tokenizer,
+                         device=device, dtype=dtype)
 
 
 def _targets(tasks: str | None, sources: list[Any], **kwargs: Any) -> list[Any]:
@@ -151,9 +160,7 @@ def _recommend(task: str, sources: list[Any], *, data_dir: Path | None, steps: i
     from spp.cli.progress import TrainProgress
     from spp.prompts.transfer import TransferError, check_sources, load_target, rank_by_similarity, resolve_task
     from spp.prompts.transfer import train_probe
-    from spp.prompts.config import check_int
 
-    check_int("--probe-steps", steps, TransferError)
     check_sources(sources, minimum=1)  # one backbone for all candidates
     spec = resolve_task(task, sources)
     bb = _backbone(sources, *bb_args)
@@ -184,7 +191,3 @@ def _print_recommend(doc: dict[str, Any]) -> None:
         table.add_row(str(r["rank"]), r["label"], task, f"{r['mean_cosine']:.4f}", f"{r['token_cosine']:.4f}")
     common.console.print(table)
 
-
-def register(app: typer.Typer) -> None:
-    """Add this module's commands to the root app."""
-    app.command("transfer")(transfer_cmd)

@@ -1,18 +1,35 @@
 """The Litestar app: many task prompts served from ONE frozen T5, tasks mixed in each batch.
 
 ``create_app(settings)`` builds the app; its lifespan loads tokenizer and backbone once and
-starts the batcher (see :mod:`spp.serve.service`). Endpoints:
+starts the batcher (see :mod:`spp.serve.service`). Handlers receive the
+:class:`~spp.serve.service.Service` by dependency injection (the ``service`` dependency, read
+from ``app.state.spp``). Endpoints:
 
     POST /predict?task=REF   REF = rte | rte@3 | rte@prod; body {"inputs": [...]} or {"texts": [...]}
     GET  /tasks              what can be served: names, versions, aliases, metrics, fields, labels
     GET  /health             liveness;  GET /ready: model loaded, batcher up, registry reachable
     GET  /metrics            Prometheus text;  GET /schema: OpenAPI (/schema/openapi.json)
 
-Errors always answer a JSON :class:`~spp.serve.schemas.ErrorBody`, never a 500 for bad input:
-404 unknown task (with the known names), 409 prompt unusable by this server (corrupt blob,
-other backbone, no task spec: only that prompt's requests fail), 413 too many / too long
-inputs or body, 422 malformed JSON, wrong types, bad reference or missing template field,
-503 queue full or not running (with Retry-After).
+Errors always answer a JSON :class:`~spp.serve.schemas.ErrorBody`, never a 500 for bad input.
+``ERROR_STATUSES`` is the one table from exception to (status, code); each row becomes one
+entry of the app's ``exception_handlers``, so Litestar picks the row (an HTTPException by its
+status code first, then any exception by the most specific class in its MRO):
+
+    UnknownTaskError        404 unknown_task         (``known`` lists the served names)
+    PromptUnavailableError  409 prompt_unavailable   (corrupt blob, other backbone, no spec)
+    RequestTooLargeError    413 too_large            (too many / too long inputs)
+    TaskInputError          422 missing_field        (an input lacks a template field)
+    InvalidRequestError     422 invalid_request      (bad reference, neither inputs nor texts)
+    ScoringError            422 scoring_failed       (503 when ``transient``: OOM, device)
+    QueueFullError          503 unavailable
+    ServerBusyError         503 unavailable          (not running, registry unavailable)
+    SppError                422 invalid_request      (any other user-facing error)
+    HTTP 400                422 invalid_request      (Litestar: malformed JSON, wrong types)
+    HTTP 404 / 405 / 413    404 not_found / 405 method_not_allowed / 413 too_large
+    HTTPException           its own status, http_error
+    Exception               500 internal_error       (logged; the body hides the message)
+
+Every 503 carries Retry-After (the exception's ``retry_after_s``, else 1 second).
 """
 
 from __future__ import annotations
@@ -20,9 +37,12 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator
+from types import MappingProxyType
+from typing import Any, AsyncIterator, Callable, Mapping, NamedTuple
 
 from litestar import Litestar, MediaType, Request, Response, get, post
+from litestar.datastructures import State
+from litestar.di import Provide
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.datastructures import ResponseSpec
@@ -37,8 +57,9 @@ from spp.serve.errors import (
     RequestTooLargeError,
     ScoringError,
     ServerBusyError,
+    UnknownTaskError,
 )
-from spp.serve.metrics import CONTENT_TYPE
+from spp.serve.metrics import CONTENT_TYPE, Metrics
 from spp.serve.schemas import (
     ErrorBody,
     FieldError,
@@ -48,13 +69,13 @@ from spp.serve.schemas import (
     ReadyResponse,
     TasksResponse,
 )
-from spp.serve.service import Service, UnknownTaskError
+from spp.serve.service import RequestContext, Service
 from spp.serve.settings import ServeSettings
 
 log = logging.getLogger(__name__)
 
 PREDICT_PATH = "/predict"
-_ERRORS = {
+_ERROR_RESPONSES = {
     404: ResponseSpec(ErrorBody, description="Unknown task; `known` lists the served names."),
     409: ResponseSpec(ErrorBody, description="The prompt cannot be served here (corrupt, other backbone)."),
     413: ResponseSpec(ErrorBody, description="Too many inputs, an input too long, or the body too large."),
@@ -63,20 +84,30 @@ _ERRORS = {
 }
 
 
-def _service(request: Request) -> Service:
-    return request.app.state.spp
+# ------------------------------------------------------------------------- dependencies
+def provide_service(state: State) -> Service:
+    """The app's one Service; the app state holds it so run_server and tests reach it too."""
+    return state.spp
 
 
-@post(PREDICT_PATH, status_code=200, responses=_ERRORS, summary="Classify inputs with a task's prompt")
-async def predict(request: Request, data: PredictRequest, task: str) -> PredictResponse:
+def provide_request_context(scope: Scope) -> RequestContext:
+    """Filled by predict, read by the metrics middleware after the answer (errors included).
+
+    A dataclass, not a dict: Litestar hands a handler a converted copy of a dict dependency.
+    """
+    return scope.setdefault("state", {}).setdefault("spp", RequestContext())
+
+
+# ------------------------------------------------------------------------------ handlers
+@post(PREDICT_PATH, status_code=200, responses=_ERROR_RESPONSES, summary="Classify inputs with a task's prompt")
+async def predict(service: Service, data: PredictRequest, task: str, context: RequestContext) -> PredictResponse:
     """Score every input under the prompt ``task`` resolves to now (alias moves apply at once)."""
-    context: dict[str, Any] = request.scope.setdefault("state", {}).setdefault("spp", {})
-    return await _service(request).predict(task, data, context)
+    return await service.predict(task, data, context)
 
 
 @get("/tasks", summary="Prompts that can be served")
-async def tasks(request: Request) -> TasksResponse:
-    return await _service(request).tasks()
+async def tasks(service: Service) -> TasksResponse:
+    return await service.tasks()
 
 
 @get("/health", summary="Liveness")
@@ -86,73 +117,83 @@ async def health() -> HealthResponse:
 
 @get("/ready", summary="Readiness: model loaded, batcher running, registry reachable",
      responses={503: ResponseSpec(ReadyResponse, description="Not ready; `detail` says why.")})
-async def ready(request: Request) -> Response[ReadyResponse]:
-    service = _service(request)
-    if not service.loaded:
-        return Response(ReadyResponse(status="not_ready", detail="model or batcher not running"), status_code=503)
-    try:
-        await service.registry_call(service.registry.names)  # type: ignore[union-attr]
-    except Exception as exc:  # any failure means "not reachable"; the reason goes in detail
-        return Response(ReadyResponse(status="not_ready", detail=f"registry unreachable: {exc}"), status_code=503)
-    assert service.backbone is not None and service.cache is not None
-    body = ReadyResponse(status="ready", backbone=service.backbone.name, device=str(service.backbone.device),
-                         prompts_cached=len(service.cache))
-    return Response(body, status_code=200)
+async def ready(service: Service) -> Response[ReadyResponse]:
+    body = await service.readiness()
+    return Response(body, status_code=200 if body.status == "ready" else 503)
 
 
 @get("/metrics", media_type=CONTENT_TYPE, summary="Prometheus metrics")
-async def metrics(request: Request) -> Response[str]:
-    service = _service(request)
-    depth = service.batcher.pending if service.batcher is not None else 0
-    size = len(service.cache) if service.cache is not None else 0
-    return Response(service.metrics.render(queue_depth=depth, cache_size=size), media_type=CONTENT_TYPE)
+async def metrics(service: Service) -> Response[str]:
+    return Response(service.render_metrics(), media_type=CONTENT_TYPE)
 
 
-# ------------------------------------------------------------------------------------ errors
-def describe(exc: Exception) -> tuple[int, ErrorBody, dict[str, str]]:
-    """(status, body, headers) for any exception: the one place statuses are decided."""
-    status, code = _classify(exc)
+# -------------------------------------------------------------------------------- errors
+class ErrorStatus(NamedTuple):
+    """One row of the error table: the HTTP status and the machine code of the JSON body."""
+
+    status: int | None  # None: the HTTPException's own status_code
+    code: str
+    transient_status: int | None = None  # used instead when the exception says ``transient``
+
+    def status_for(self, exc: Exception) -> int:
+        if self.transient_status is not None and getattr(exc, "transient", False):
+            return self.transient_status
+        if self.status is None:
+            return int(getattr(exc, "status_code", 500))
+        return self.status
+
+
+# Int keys are Litestar's own HTTPExceptions by status code; Litestar matches them first.
+ERROR_STATUSES: Mapping[int | type[Exception], ErrorStatus] = MappingProxyType({
+    UnknownTaskError: ErrorStatus(404, "unknown_task"),
+    PromptUnavailableError: ErrorStatus(409, "prompt_unavailable"),
+    RequestTooLargeError: ErrorStatus(413, "too_large"),
+    TaskInputError: ErrorStatus(422, "missing_field"),
+    InvalidRequestError: ErrorStatus(422, "invalid_request"),
+    ScoringError: ErrorStatus(422, "scoring_failed", transient_status=503),
+    QueueFullError: ErrorStatus(503, "unavailable"),
+    ServerBusyError: ErrorStatus(503, "unavailable"),
+    SppError: ErrorStatus(422, "invalid_request"),
+    400: ErrorStatus(422, "invalid_request"),  # body/query validation and JSON decoding: the client's input
+    404: ErrorStatus(404, "not_found"),
+    405: ErrorStatus(405, "method_not_allowed"),
+    413: ErrorStatus(413, "too_large"),
+    HTTPException: ErrorStatus(None, "http_error"),
+    Exception: ErrorStatus(500, "internal_error"),
+})
+
+
+def error_handlers() -> dict[int | type[Exception], Callable[[Request, Exception], Response[ErrorBody]]]:
+    """Litestar's ``exception_handlers``: one handler per row of ERROR_STATUSES."""
+    return {key: _error_handler(row) for key, row in ERROR_STATUSES.items()}
+
+
+def _error_handler(row: ErrorStatus) -> Callable[[Request, Exception], Response[ErrorBody]]:
+    def handle(request: Request, exc: Exception) -> Response[ErrorBody]:
+        status = row.status_for(exc)
+        body = _error_body(exc, status, row.code)
+        headers = {"Retry-After": str(getattr(exc, "retry_after_s", 1))} if status == 503 else {}
+        if status >= 500 and status != 503:  # a server bug: log it whole, answer without internals
+            log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+            body.detail = "internal error (see the server log)"
+        return Response(body, status_code=status, headers=headers, media_type=MediaType.JSON)
+
+    return handle
+
+
+def _error_body(exc: Exception, status: int, code: str) -> ErrorBody:
     detail = str(getattr(exc, "detail", "") or exc) if isinstance(exc, HTTPException) else str(exc)
     body = ErrorBody(error=code, detail=" ".join(detail.split()) or code, status=status)
-    headers: dict[str, str] = {}
     if isinstance(exc, UnknownTaskError):
         body.known = exc.known
-    elif isinstance(exc, (QueueFullError, ServerBusyError)) or status == 503:
-        headers["Retry-After"] = str(getattr(exc, "retry_after_s", 1))
-    elif isinstance(exc, HTTPException) and isinstance(exc.extra, list):
+    elif status != 503 and isinstance(exc, HTTPException) and isinstance(exc.extra, list):
         body.errors = [_field_error(e) for e in exc.extra]
         if body.errors and body.errors[0].message == "'data'":  # Litestar's wording for an empty body
             body.detail, body.errors = "the request body is empty; send a JSON object", None
         elif body.errors:  # say what is wrong in the one line, not only "Validation failed"
             where = "; ".join(f"{e.key}: {e.message}" if e.key else e.message for e in body.errors[:3])
             body.detail = " ".join(f"invalid request: {where}".split())
-    return status, body, headers
-
-
-def _classify(exc: Exception) -> tuple[int, str]:
-    if isinstance(exc, UnknownTaskError):
-        return 404, "unknown_task"
-    if isinstance(exc, PromptUnavailableError):
-        return 409, "prompt_unavailable"
-    if isinstance(exc, RequestTooLargeError):
-        return 413, "too_large"
-    if isinstance(exc, TaskInputError):
-        return 422, "missing_field"
-    if isinstance(exc, (QueueFullError, ServerBusyError)):
-        return 503, "unavailable"
-    if isinstance(exc, ScoringError):
-        return (503, "scoring_failed") if exc.transient else (422, "scoring_failed")
-    if isinstance(exc, (InvalidRequestError, SppError)):
-        return 422, "invalid_request"
-    if isinstance(exc, HTTPException):
-        if exc.status_code == 400:  # Litestar's body/query validation and JSON decode errors
-            return 422, "invalid_request"
-        return exc.status_code, _http_code(exc.status_code)
-    return 500, "internal_error"
-
-
-def _http_code(status: int) -> str:
-    return {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(status, "http_error")
+    return body
 
 
 def _field_error(item: Any) -> FieldError:
@@ -161,41 +202,33 @@ def _field_error(item: Any) -> FieldError:
     return FieldError(key=None, message=str(item))
 
 
-def _error_handler(request: Request, exc: Exception) -> Response[ErrorBody]:
-    status, body, headers = describe(exc)
-    if status >= 500 and status != 503:
-        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-        body.detail = "internal error (see the server log)"
-    return Response(body, status_code=status, headers=headers, media_type=MediaType.JSON)
-
-
 # ----------------------------------------------------------------------------------- metrics
-def _request_metrics(app: ASGIApp) -> ASGIApp:
+def _request_metrics(metrics: Metrics) -> Callable[[ASGIApp], ASGIApp]:
     """Count every /predict answer by task and status and time it (errors included)."""
 
-    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != PREDICT_PATH:
-            await app(scope, receive, send)
-            return
-        start, status = time.perf_counter(), 500
+    def factory(app: ASGIApp) -> ASGIApp:
+        async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] != "http" or scope["path"] != PREDICT_PATH:
+                await app(scope, receive, send)
+                return
+            start, status = time.perf_counter(), 500  # 500 stays if no answer was started
 
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
+            async def send_status(message: Message) -> None:
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                await send(message)
 
-        try:
-            await app(scope, receive, send_status)
-        except Exception as exc:  # reached only if Litestar did not turn it into a response
-            status = describe(exc)[0]
-            raise
-        finally:
-            context = scope.get("state", {}).get("spp", {})  # filled by predict once the task resolves
-            service: Service = scope["app"].state.spp
-            service.metrics.observe_request(context.get("task"), status, time.perf_counter() - start)
+            try:
+                await app(scope, receive, send_status)
+            finally:
+                context = scope.get("state", {}).get("spp")  # filled by predict once the task resolves
+                task = context.task if isinstance(context, RequestContext) else None
+                metrics.observe_request(task, status, time.perf_counter() - start)
 
-    return middleware
+        return middleware
+
+    return factory
 
 
 # --------------------------------------------------------------------------------------- app
@@ -216,9 +249,13 @@ def create_app(settings: ServeSettings) -> Litestar:
     return Litestar(
         route_handlers=[predict, tasks, health, ready, metrics],
         lifespan=[lifespan],
-        state=_state(service),
-        exception_handlers={Exception: _error_handler},
-        middleware=[_request_metrics],
+        state=State({"spp": service}),
+        dependencies={
+            "service": Provide(provide_service, sync_to_thread=False),
+            "context": Provide(provide_request_context, sync_to_thread=False),
+        },
+        exception_handlers=error_handlers(),
+        middleware=[_request_metrics(service.metrics)],
         request_max_body_size=max_body,
         logging_config=None,  # leave logging to the host process (the CLI, uvicorn, tests)
         openapi_config=OpenAPIConfig(
@@ -256,8 +293,3 @@ def _version() -> str:
     except PackageNotFoundError:
         return "0+unknown"
 
-
-def _state(service: Service):
-    from litestar.datastructures import State
-
-    return State({"spp": service})

@@ -1,11 +1,15 @@
-"""Errors the server reports; the app maps each to one HTTP status with a JSON body.
+"""Errors the server reports; the app answers each with one HTTP status and a JSON body.
 
-Every class derives from SppError (one-line message). The mapping lives in spp.serve.app:
-InvalidRequestError 422, RequestTooLargeError 413, PromptUnavailableError 409,
-QueueFullError and ServerBusyError 503 (with Retry-After), ScoringError 422 or 503.
+Every class derives from SppError (one-line message). This module imports no web framework
+(the batcher raises these too); the class -> status table is ``ERROR_STATUSES`` in
+:mod:`spp.serve.app`: UnknownTaskError 404, PromptUnavailableError 409,
+RequestTooLargeError 413, InvalidRequestError 422, QueueFullError and ServerBusyError 503
+(with Retry-After), ScoringError 422, or 503 when transient.
 """
 
 from __future__ import annotations
+
+from typing import Sequence
 
 from spp.prompts.errors import SppError
 
@@ -16,6 +20,14 @@ class ServeError(SppError):
 
 class InvalidRequestError(ServeError):
     """The request is well-formed JSON but not a valid prediction request (HTTP 422)."""
+
+
+class UnknownTaskError(ServeError):
+    """The reference names no prompt in the registry (HTTP 404); ``known`` lists the names."""
+
+    def __init__(self, message: str, known: Sequence[str]) -> None:
+        super().__init__(message)
+        self.known = list(known)
 
 
 class RequestTooLargeError(ServeError):

@@ -14,7 +14,7 @@ import logging
 import sqlite3
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Mapping, Sequence
+from typing import Mapping
 
 from spp.prompts.artifact import read_metadata
 from spp.prompts.backbone import Backbone, load_backbone
@@ -29,21 +29,29 @@ from spp.serve.errors import (
     RequestTooLargeError,
     ServeError,
     ServerBusyError,
+    UnknownTaskError,
 )
 from spp.serve.metrics import Metrics
-from spp.serve.schemas import Prediction, PredictRequest, PredictResponse, TaskInfo, TasksResponse, VersionInfo
+from spp.serve.schemas import (
+    Prediction,
+    PredictRequest,
+    PredictResponse,
+    ReadyResponse,
+    TaskInfo,
+    TasksResponse,
+    VersionInfo,
+)
 from spp.serve.settings import ServeSettings
 from spp.serve.tuning import MicroBatchTuner
 
 log = logging.getLogger(__name__)
 
 
-class UnknownTaskError(ServeError):
-    """The reference names no prompt in the registry (HTTP 404); ``known`` lists the names."""
+@dataclasses.dataclass
+class RequestContext:
+    """What a request learns while it is answered, for the caller's bookkeeping (metrics)."""
 
-    def __init__(self, message: str, known: Sequence[str]) -> None:
-        super().__init__(message)
-        self.known = list(known)
+    task: str | None = None  # the resolved prompt's name; None until (unless) it resolves
 
 
 class Service:
@@ -131,6 +139,24 @@ class Service:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._io, lambda: fn(*args, **kwargs))
 
+    async def readiness(self) -> ReadyResponse:
+        """Ready when the model is loaded, the batcher runs and the registry answers."""
+        if not self.loaded:
+            return ReadyResponse(status="not_ready", detail="model or batcher not running")
+        try:
+            await self.registry_call(self.registry.names)  # type: ignore[union-attr]
+        except Exception as exc:  # any failure means "not reachable"; the reason goes in detail
+            return ReadyResponse(status="not_ready", detail=f"registry unreachable: {exc}")
+        assert self.backbone is not None and self.cache is not None
+        return ReadyResponse(status="ready", backbone=self.backbone.name, device=str(self.backbone.device),
+                             prompts_cached=len(self.cache))
+
+    def render_metrics(self) -> str:
+        """Prometheus text; queue depth and cache size are read now (0 before startup)."""
+        depth = self.batcher.pending if self.batcher is not None else 0
+        size = len(self.cache) if self.cache is not None else 0
+        return self.metrics.render(queue_depth=depth, cache_size=size)
+
     # ------------------------------------------------------------------------------ prediction
     async def prompt(self, ref: str) -> LoadedPrompt:
         """The prompt ``ref`` resolves to right now.
@@ -184,18 +210,17 @@ class Service:
                 raise RequestTooLargeError(f"{where}[{i}] is {len(text)} characters; the limit is {limit}")
         return texts
 
-    async def predict(self, ref: str, body: PredictRequest, context: dict[str, Any] | None = None) -> PredictResponse:
-        """Validate, resolve, queue, answer. ``context`` receives the resolved task name (metrics label)."""
+    async def predict(self, ref: str, body: PredictRequest, context: RequestContext | None = None) -> PredictResponse:
+        """Validate, resolve, queue, answer. ``context.task`` receives the resolved task name."""
         assert self.batcher is not None
+        context = context if context is not None else RequestContext()
         self.check_shape(body)
         try:
             entry = await self.prompt(ref)
         except PromptUnavailableError as exc:
-            if context is not None:
-                context["task"] = exc.ref.split("@")[0]
+            context.task = exc.ref.split("@")[0]
             raise
-        if context is not None:
-            context["task"] = entry.version.name
+        context.task = entry.version.name
         texts = self.render(entry.spec, body)
         result = await self.batcher.submit(texts, entry.prompt, entry.labels)
         words = entry.spec.label_words

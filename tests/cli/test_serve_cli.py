@@ -40,7 +40,8 @@ def test_options_reach_the_settings(captured, tmp_path: Path):
         "serve", "--backbone", "random:t5-small", "--registry", str(tmp_path), "--preload", "rte@prod,cb",
         "--host", "0.0.0.0", "--port", "9001", "--max-batch-size", "16", "--max-wait-ms", "2.5",
         "--max-queue", "256", "--device", "cpu", "--tokenizer", "some/tok", "--max-inputs", "8",
-        "--max-input-chars", "100", "--cache-size", "3", "--no-micro-batches",
+        "--max-input-chars", "100", "--cache-size", "3", "--no-micro-batches", "--revision", "v1.1",
+        "--max-source-length", "128",
     ])
     assert result.exit_code == 0, result.output
     (s,) = captured
@@ -48,6 +49,7 @@ def test_options_reach_the_settings(captured, tmp_path: Path):
         "random:t5-small", tmp_path, ("rte@prod", "cb"), "0.0.0.0", 9001)
     assert (s.max_batch_size, s.max_wait_ms, s.max_queue, s.device, s.tokenizer) == (16, 2.5, 256, "cpu", "some/tok")
     assert (s.max_inputs, s.max_input_chars, s.cache_size, s.micro_batches) == (8, 100, 3, False)
+    assert (s.revision, s.max_source_length) == ("v1.1", 128)
 
 
 def test_defaults(captured):

@@ -6,40 +6,12 @@ import json
 
 import pytest
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from spp.prompts import methods as base
-from spp.prompts.methods import ConfigError, InitContext, build_method, get_method, method_names
-from spp.prompts.methods.init import SAMPLED_VOCAB_TOP, sample_vocab_ids
+from spp.prompts.methods import ConfigError, build_method, get_method, method_names
 
-VOCAB = 600
+VOCAB = 600  # the conftest context's vocabulary size
 EXPECTED = {"simple", "superpos", "residual", "ptuning", "ept"}
-
-
-def make_ctx(d: int = 32, vocab: int = VOCAB, seed: int = 0, **kwargs) -> InitContext:
-    """A context with everything a method may ask for; the embedding is random but fixed."""
-    emb = torch.randn(vocab, d, generator=torch.Generator().manual_seed(1234)) * 3.0  # (V, e)
-    kwargs.setdefault("label_token_ids", [[5, 6], [7]])
-    kwargs.setdefault("sources", torch.randn(3, 10, d, generator=torch.Generator().manual_seed(99)))
-    return InitContext(embedding=emb, generator=torch.Generator().manual_seed(seed), **kwargs)
-
-
-def build(name: str, d: int = 32, seed: int = 0, **options) -> base.PromptMethod:
-    n = options.get("n_tokens")
-    extra = {}
-    if isinstance(n, int) and not isinstance(n, bool) and n > 0:  # ATTEMPT mixes whole prompts: sources need n
-        extra["sources"] = torch.randn(3, n, d, generator=torch.Generator().manual_seed(99))
-    return build_method(name, options, make_ctx(d=d, seed=seed, **extra))
-
-
-def perturb_(method: nn.Module, seed: int = 7) -> None:
-    """Move every parameter away from its init so tests do not pass by re-initialisation."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in method.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.1)
-
 
 # --- closed-form trainable parameter counts (the papers' formulas, written out) -------------
 
@@ -76,18 +48,18 @@ def test_registry_holds_the_five_methods():
 
 @pytest.mark.parametrize("d", [512, 768, 1024])
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_trainable_count_defaults(name, d):
+def test_trainable_count_defaults(name, d, build):
     method = build(name, d=d)
     assert method.num_trainable() == _count_defaults(name, d)
 
 
 @pytest.mark.parametrize("d", [512, 768, 1024])
 @pytest.mark.parametrize("name,options,formula", NON_DEFAULT)
-def test_trainable_count_options(name, options, formula, d):
+def test_trainable_count_options(name, options, formula, d, build):
     assert build(name, d=d, **options).num_trainable() == formula(d)
 
 
-def test_ept_matches_the_papers_2_3k_on_t5_base():
+def test_ept_matches_the_papers_2_3k_on_t5_base(build):
     assert build("ept", d=768).num_trainable() == 2304
 
 
@@ -114,7 +86,7 @@ def test_summary_is_one_line(name):
 
 @pytest.mark.parametrize("name", method_names())
 @pytest.mark.parametrize("n", [1, 3])
-def test_forward_shape_and_dtype(name, n):
+def test_forward_shape_and_dtype(name, n, build):
     out = build(name, d=48, n_tokens=n)()
     assert out.shape == (n, 48)
     assert out.dtype == torch.float32
@@ -122,7 +94,7 @@ def test_forward_shape_and_dtype(name, n):
 
 
 @pytest.mark.parametrize("name", method_names())
-def test_collapse_equals_forward(name):
+def test_collapse_equals_forward(name, build, perturb_):
     method = build(name)
     perturb_(method)
     collapsed = method.collapse()
@@ -133,7 +105,7 @@ def test_collapse_equals_forward(name):
 
 
 @pytest.mark.parametrize("name", method_names())
-def test_same_seed_same_init_other_seed_differs(name):
+def test_same_seed_same_init_other_seed_differs(name, build):
     a, b, c = build(name, seed=3), build(name, seed=3), build(name, seed=4)
     torch.testing.assert_close(a(), b(), rtol=0, atol=0)
     for (ka, va), (kb, vb) in zip(a.state_tensors().items(), b.state_tensors().items()):
@@ -143,7 +115,7 @@ def test_same_seed_same_init_other_seed_differs(name):
 
 
 @pytest.mark.parametrize("name", method_names())
-def test_init_leaves_global_rng_and_embedding_alone(name):
+def test_init_leaves_global_rng_and_embedding_alone(name, make_ctx, perturb_):
     ctx = make_ctx()
     before = ctx.embedding.clone()
     torch.manual_seed(0)
@@ -156,7 +128,7 @@ def test_init_leaves_global_rng_and_embedding_alone(name):
 
 
 @pytest.mark.parametrize("name", method_names())
-def test_state_round_trip_into_fresh_instance(name):
+def test_state_round_trip_into_fresh_instance(name, build, perturb_):
     trained = build(name, seed=0)
     perturb_(trained)
     state = trained.state_tensors()
@@ -168,7 +140,7 @@ def test_state_round_trip_into_fresh_instance(name):
 
 
 @pytest.mark.parametrize("name", method_names())
-def test_load_state_rejects_missing_tensor(name):
+def test_load_state_rejects_missing_tensor(name, build):
     method = build(name)
     state = method.state_tensors()
     state.pop(next(iter(state)))
@@ -177,7 +149,7 @@ def test_load_state_rejects_missing_tensor(name):
 
 
 @pytest.mark.parametrize("name", method_names())
-def test_param_groups_cover_each_parameter_once(name):
+def test_param_groups_cover_each_parameter_once(name, build):
     method = build(name)
     groups = method.param_groups(0.05)
     seen = [id(p) for g in groups for p in g["params"]]
@@ -191,7 +163,7 @@ def _decayed_names(method) -> set[str]:
     return {n for n, p in method.named_parameters() if id(p) in decayed}
 
 
-def test_weight_decay_split_per_method():
+def test_weight_decay_split_per_method(build):
     assert _decayed_names(build("simple")) == {"prompt"}
     assert _decayed_names(build("superpos")) == {"delta", "p_prime"}
     assert _decayed_names(build("ept")) == {"vector", "down", "up"}  # everything, vector included
@@ -201,7 +173,7 @@ def test_weight_decay_split_per_method():
 
 
 @pytest.mark.parametrize("name", method_names())
-def test_gradients_reach_every_trainable_parameter(name):
+def test_gradients_reach_every_trainable_parameter(name, build):
     method = build(name)
     out = method()
     # A fixed random weighting instead of a plain sum: a LayerNorm output sums to a constant
@@ -223,13 +195,13 @@ def test_config_dict_round_trip_is_json(name):
 # --- invalid configurations ----------------------------------------------------------------
 
 @pytest.mark.parametrize("name", method_names())
-def test_zero_tokens_rejected(name):
+def test_zero_tokens_rejected(name, build):
     with pytest.raises(ConfigError, match="n_tokens"):
         build(name, n_tokens=0)
 
 
 @pytest.mark.parametrize("name", method_names())
-def test_unknown_option_rejected_by_build_method(name):
+def test_unknown_option_rejected_by_build_method(name, build):
     with pytest.raises(ConfigError, match="no_such_option"):
         build(name, no_such_option=1)
 
@@ -249,7 +221,7 @@ def test_unknown_option_rejected_by_build_method(name):
         ("simple", {"n_tokens": 2.5}, "n_tokens"),
     ],
 )
-def test_invalid_option_names_the_field(name, options, field):
+def test_invalid_option_names_the_field(name, options, field, build):
     with pytest.raises(ConfigError, match=field):
         build(name, **options)
 
@@ -257,221 +229,3 @@ def test_invalid_option_names_the_field(name, options, field):
 def test_unknown_method_lists_known_ones():
     with pytest.raises(ConfigError, match="superpos"):
         get_method("nope")
-
-
-# --- simple (Lester et al. 2021) -----------------------------------------------------------
-
-def _row_ids(rows: torch.Tensor, emb: torch.Tensor) -> list[int]:
-    """Index of the embedding row equal to each row (fails if a row is not one)."""
-    ids = []
-    for r in rows:
-        hits = (emb == r).all(dim=1).nonzero().flatten().tolist()
-        assert len(hits) == 1
-        ids.append(hits[0])
-    return ids
-
-
-def test_sample_vocab_init_uses_distinct_frequent_tokens():
-    ctx = make_ctx(vocab=SAMPLED_VOCAB_TOP + 500)
-    method = build_method("simple", {"n_tokens": 50}, ctx)
-    ids = _row_ids(method.prompt.detach(), ctx.embedding)
-    assert len(set(ids)) == 50 and max(ids) < SAMPLED_VOCAB_TOP
-
-
-def test_sample_vocab_ids_small_pool_uses_every_id_before_repeating():
-    g = torch.Generator().manual_seed(0)
-    assert sorted(sample_vocab_ids(8, 8, g).tolist()) == list(range(8))
-    ids = sample_vocab_ids(10, 4, g).tolist()
-    assert sorted(ids[:4]) == [0, 1, 2, 3] and set(ids) == {0, 1, 2, 3}
-
-
-def test_uniform_init_range():
-    p = build("simple", d=64, init="uniform", n_tokens=50).prompt.detach()
-    assert p.min() >= -0.5 and p.max() <= 0.5 and p.std() > 0.2
-
-
-def test_label_init_label_words_first_then_sampled_vocab():
-    ctx = make_ctx(label_token_ids=[[5, 6], [7], [8, 9, 10]])
-    p = build_method("simple", {"n_tokens": 5, "init": "labels"}, ctx).prompt.detach()
-    emb = ctx.embedding
-    torch.testing.assert_close(p[0], emb[[5, 6]].mean(0))
-    torch.testing.assert_close(p[1], emb[7])
-    torch.testing.assert_close(p[2], emb[[8, 9, 10]].mean(0))
-    assert len(_row_ids(p[3:], emb)) == 2  # the rest are real token embeddings
-
-
-def test_label_init_more_labels_than_tokens_keeps_the_first():
-    ctx = make_ctx(label_token_ids=[[1], [2], [3]])
-    p = build_method("simple", {"n_tokens": 2, "init": "labels"}, ctx).prompt.detach()
-    torch.testing.assert_close(p, ctx.embedding[[1, 2]])
-
-
-def test_label_init_errors():
-    with pytest.raises(ConfigError, match="label token ids"):
-        build_method("simple", {"init": "labels"}, make_ctx(label_token_ids=[]))
-    with pytest.raises(ConfigError, match="outside the vocabulary"):
-        build_method("simple", {"init": "labels"}, make_ctx(label_token_ids=[[VOCAB]]))
-    with pytest.raises(ConfigError, match="no tokens"):
-        build_method("simple", {"init": "labels"}, make_ctx(label_token_ids=[[1], []]))
-
-
-def test_artifact_init_starts_from_the_given_prompt():
-    start = torch.randn(4, 32)
-    method = build_method("simple", {"n_tokens": 4, "init": "artifact:rte@2"}, make_ctx(init_prompt=start))
-    torch.testing.assert_close(method(), start, rtol=0, atol=0)
-    with torch.no_grad():
-        method.prompt.add_(1.0)
-    assert not torch.equal(start, method().detach())  # a copy, not the caller's tensor
-
-
-def test_artifact_init_errors_name_both_shapes():
-    with pytest.raises(ConfigError, match="init_prompt"):
-        build_method("simple", {"init": "artifact:x.safetensors"}, make_ctx())
-    with pytest.raises(ConfigError, match=r"\(10, 16\).*d_model=16.*\(10, 32\).*d_model=32"):
-        build_method("simple", {"init": "artifact:x.safetensors"}, make_ctx(init_prompt=torch.zeros(10, 16)))
-    with pytest.raises(ConfigError, match=r"n_tokens=4.*n_tokens=10"):
-        build_method("simple", {"init": "artifact:x.safetensors"}, make_ctx(init_prompt=torch.zeros(4, 32)))
-
-
-def test_only_artifact_init_uses_init_prompt():
-    ctx = make_ctx(init_prompt=torch.zeros(10, 32))
-    assert build_method("simple", {}, ctx).prompt.abs().sum() > 0
-
-
-# --- superpos (arXiv 2406.05279) -----------------------------------------------------------
-
-def test_superpos_frozen_embeddings_are_distinct_vocab_rows_and_not_parameters():
-    ctx = make_ctx()
-    method = build_method("superpos", {"m": 100}, ctx)
-    assert method.E_freeze.shape == (32, 100)
-    ids = _row_ids(method.E_freeze.T, ctx.embedding)
-    assert len(set(ids)) == 100
-    assert "E_freeze" not in dict(method.named_parameters())
-    assert "E_freeze" in method.state_tensors()
-    assert not method.E_freeze.requires_grad
-
-
-def test_superpos_m_equal_to_vocab_uses_every_token():
-    ctx = make_ctx(vocab=40)
-    method = build_method("superpos", {"m": 40}, ctx)
-    assert sorted(_row_ids(method.E_freeze.T, ctx.embedding)) == list(range(40))
-
-
-def test_superpos_at_init_is_frozen_embeddings_times_weights():
-    method = build("superpos")
-    assert torch.equal(method.delta, torch.zeros_like(method.delta))
-    torch.testing.assert_close(method(), method.p_prime @ method.E_freeze.T)
-
-
-@pytest.mark.parametrize("softmax", [False, True])
-def test_superpos_forward_matches_per_token_formula(softmax):
-    method = build("superpos", m=16, n_tokens=4, softmax=softmax)
-    perturb_(method)
-    w = torch.softmax(method.p_prime, -1) if softmax else method.p_prime
-    expected = torch.stack([(method.E_freeze + method.delta[i]) @ w[i] for i in range(4)])
-    torch.testing.assert_close(method(), expected)
-
-
-def test_superpos_softmax_gives_convex_combinations():
-    method = build("superpos", m=16, softmax=True)
-    w = method.weights()
-    assert (w >= 0).all()
-    torch.testing.assert_close(w.sum(-1), torch.ones(10))
-    with torch.no_grad():
-        method.p_prime.zero_()  # equal weights: the mean of the frozen embeddings
-        method.p_prime[1, 3] = 100.0  # one dominant weight: that frozen embedding
-    out = method()
-    torch.testing.assert_close(out[0], method.E_freeze.mean(dim=1))
-    torch.testing.assert_close(out[1], method.E_freeze[:, 3])
-
-
-def test_superpos_initial_tokens_have_the_norm_scale_of_token_embeddings():
-    method = build("superpos", d=64, n_tokens=400)
-    token_sq = method().detach().pow(2).sum(dim=1).mean()
-    embedding_sq = method.E_freeze.pow(2).sum(dim=0).mean()
-    assert abs(token_sq / embedding_sq - 1.0) < 0.15
-
-
-# --- residual (Razdaibiedina et al. 2023) --------------------------------------------------
-
-def test_residual_prompt_starts_from_sampled_vocab():
-    ctx = make_ctx()
-    method = build_method("residual", {}, ctx)
-    assert len(set(_row_ids(method.prompt.detach(), ctx.embedding))) == 10
-
-
-@pytest.mark.parametrize("shared", [True, False])
-def test_residual_skip_connection(shared):
-    method = build("residual", shared=shared)
-    perturb_(method)
-    with torch.no_grad():
-        method.up_weight.zero_()
-        method.up_bias.zero_()
-        method.ln_weight.zero_()
-    torch.testing.assert_close(method(), method.prompt + method.ln_bias)
-
-
-def test_residual_shared_matches_torch_modules():
-    method = build("residual", bottleneck=12)
-    perturb_(method)
-    e, b = 32, 12
-    mlp = nn.Sequential(nn.Linear(e, b), nn.ReLU(), nn.Linear(b, e), nn.LayerNorm(e))
-    with torch.no_grad():
-        mlp[0].weight.copy_(method.down_weight[0].T)
-        mlp[0].bias.copy_(method.down_bias[0])
-        mlp[2].weight.copy_(method.up_weight[0].T)
-        mlp[2].bias.copy_(method.up_bias[0])
-        mlp[3].weight.copy_(method.ln_weight[0])
-        mlp[3].bias.copy_(method.ln_bias[0])
-    torch.testing.assert_close(method(), mlp(method.prompt) + method.prompt)
-
-
-def test_residual_unshared_gives_each_token_its_own_mlp():
-    method = build("residual", bottleneck=12, shared=False, n_tokens=3)
-    perturb_(method)
-    rows = []
-    for i in range(3):
-        h = torch.relu(method.prompt[i] @ method.down_weight[i] + method.down_bias[i])
-        y = h @ method.up_weight[i] + method.up_bias[i]
-        rows.append(F.layer_norm(y, (32,), method.ln_weight[i], method.ln_bias[i]) + method.prompt[i])
-    torch.testing.assert_close(method(), torch.stack(rows))
-
-
-# --- ptuning (Liu et al. 2021, PEFT's MLP encoder) -----------------------------------------
-
-def test_ptuning_matches_peft_prompt_encoder():
-    peft = pytest.importorskip("peft")
-    n, e, h = 4, 32, 16
-    method = build("ptuning", n_tokens=n, hidden=h)
-    config = peft.PromptEncoderConfig(
-        task_type="SEQ_2_SEQ_LM", num_virtual_tokens=n, token_dim=e, num_transformer_submodules=1,
-        num_attention_heads=2, num_layers=1, encoder_reparameterization_type="MLP", encoder_hidden_size=h,
-    )
-    encoder = peft.PromptEncoder(config)
-    assert sum(p.numel() for p in encoder.parameters()) == method.num_trainable()
-    with torch.no_grad():
-        encoder.embedding.weight.copy_(method.embedding)
-        for i in (0, 2, 4):
-            encoder.mlp_head[i].weight.copy_(method.mlp[i].weight)
-            encoder.mlp_head[i].bias.copy_(method.mlp[i].bias)
-    torch.testing.assert_close(method(), encoder(torch.arange(n)))
-
-
-def test_ptuning_hidden_zero_means_d_model():
-    method = build("ptuning", d=40)
-    assert method.hidden_size == 40 and method.mlp[0].weight.shape == (40, 40)
-
-
-# --- ept -----------------------------------------------------------------------------------
-
-def test_ept_broadcasts_one_vector():
-    method = build("ept", n_tokens=10, hidden=4)
-    out = method()
-    assert out.shape == (10, 32)
-    assert all(torch.equal(out[0], row) for row in out)
-    torch.testing.assert_close(out[0], method.up @ (method.down @ method.vector))
-
-
-def test_ept_vector_init_is_uniform_half():
-    v = build("ept", d=1024).vector.detach()
-    assert v.min() >= -0.5 and v.max() <= 0.5 and v.std() > 0.2
