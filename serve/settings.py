@@ -114,6 +114,9 @@ class ServeSettings:
             if value is not None and not Path(value).is_file():
                 raise ConfigError(f"{name}: no such file {str(value)!r}")
         self.allowed_hosts = _items(self.allowed_hosts, "allowed_hosts")
+        for host in self.allowed_hosts:
+            if "*" in host.removeprefix("*.") and host != "*":
+                raise ConfigError(f"allowed_hosts: {host!r} may use '*' only as a leading '*.' (e.g. *.example.org)")
 
 
 def _refs(value: str | Sequence[str]) -> tuple[str, ...]:
