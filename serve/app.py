@@ -95,6 +95,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PREDICT_PATH = "/predict"
+# The reference grammar of spp.registry.refs as a pattern (a little stricter: no leading zeros,
+# versions below 10**18, aliases with a letter), so schema-valid references parse.
+REF_PATTERN = r"^[A-Za-z0-9](\.?[A-Za-z0-9_+-])*(@([1-9][0-9]{0,17}|[0-9]*[A-Za-z](\.?[A-Za-z0-9_+-])*))?$"
 _ERROR_RESPONSES = {
     401: ResponseSpec(ErrorBody, description="No or unknown API key (only when the server has keys)."),
     404: ResponseSpec(ErrorBody, description="Unknown task; `known` lists the served names."),
@@ -127,7 +130,8 @@ async def predict(
     service: Service,
     data: PredictRequest,
     context: RequestContext,
-    task: Annotated[str, Parameter(description="The prompt: NAME (latest), NAME@VERSION or NAME@ALIAS, e.g. rte@prod.")],
+    task: Annotated[str, Parameter(description="The prompt: NAME (latest), NAME@VERSION or NAME@ALIAS, e.g. rte@prod.",
+                                   pattern=REF_PATTERN, max_length=128)],
 ) -> PredictResponse:
     """Score every input under the prompt ``task`` resolves to now (alias moves apply at once)."""
     return await service.predict(task, data, context)
@@ -284,7 +288,7 @@ def create_app(settings: ServeSettings) -> Litestar:
         route_handlers=_routes(settings),
         lifespan=[lifespan],
         request_class=SppRequest,
-        plugins=[PredictRequestSchema()],
+        plugins=[PredictRequestSchema(settings.max_inputs, settings.max_input_chars)],
         allowed_hosts=AllowedHostsConfig(list(settings.allowed_hosts), exclude=["/health", "/ready"])
         if settings.allowed_hosts else None,
         state=State({"spp": service}),

@@ -19,7 +19,7 @@ from typing import Any
 
 from litestar import Request
 from litestar.exceptions import InternalServerException
-from litestar.openapi.spec import Schema
+from litestar.openapi.spec import OpenAPIType, Schema
 from litestar.plugins import OpenAPISchemaPlugin
 from litestar.typing import FieldDefinition
 
@@ -72,12 +72,17 @@ class SppRequest(Request):
 
 
 class PredictRequestSchema(OpenAPISchemaPlugin):
-    """Document what the handler enforces: exactly one of ``inputs`` and ``texts``, no others.
+    """Document what the server enforces, so that a schema-valid body is one it can answer.
 
-    The properties come from Litestar's own msgspec plugin; this adds ``oneOf`` (one required
-    property each) and ``additionalProperties: false`` (the Struct forbids unknown fields), so
-    ``{}`` and ``{"inputs": [...], "texts": [...]}`` are invalid by the schema as by the server.
+    The properties come from Litestar's own msgspec plugin; this adds ``oneOf`` (exactly one
+    of ``inputs`` and ``texts``), ``additionalProperties: false`` (the Struct forbids unknown
+    fields), and the request limits of these settings: 1..max_inputs items, texts of at most
+    max_input_chars characters. ``{}`` is invalid by the schema as by the server.
     """
+
+    def __init__(self, max_inputs: int, max_input_chars: int) -> None:
+        self.max_inputs = max_inputs
+        self.max_input_chars = max_input_chars
 
     def is_plugin_supported_field(self, field_definition: FieldDefinition) -> bool:
         return field_definition.annotation is PredictRequest
@@ -86,6 +91,13 @@ class PredictRequestSchema(OpenAPISchemaPlugin):
         builtin = next(p for p in schema_creator.plugins
                        if p is not self and schema_creator.plugin_supports_field(p, field_definition))
         schema = builtin.to_openapi_schema(field_definition, schema_creator)
+        for name, prop in (schema.properties or {}).items():
+            # "list[...] | None" is documented as oneOf [array, null]; null is refused, keep the array
+            array = next(s for s in prop.one_of if s.type == OpenAPIType.ARRAY)
+            array.min_items, array.max_items, array.description = 1, self.max_inputs, prop.description
+            if name == "texts":
+                array.items.max_length = self.max_input_chars
+            schema.properties[name] = array
         schema.one_of = [Schema(required=["inputs"]), Schema(required=["texts"])]
         schema.additional_properties = False
         schema.description = "Exactly one of inputs, texts."

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import logging
 import ssl
 from pathlib import Path
 
