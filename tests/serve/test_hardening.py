@@ -14,7 +14,11 @@ import time
 
 import jsonschema
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from spp.registry import parse_ref
+from spp.serve.app import REF_PATTERN
 from spp.serve.errors import redact_paths
 
 JSON = {"content-type": "application/json"}
@@ -173,3 +177,11 @@ def test_a_client_that_leaves_mid_body_is_not_a_server_error(raw_server, caplog)
         time.sleep(0.05)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
     assert 'status="500"' not in app.state.spp.render_metrics()
+
+
+@settings(max_examples=300, deadline=None)
+@given(ref=st.from_regex(REF_PATTERN, fullmatch=True).filter(lambda r: len(r) <= 128))
+def test_every_reference_the_schema_admits_parses(ref):
+    """The task parameter's documented pattern admits only references the server can parse."""
+    parsed = parse_ref(ref)
+    assert str(parsed) == ref or ref.endswith("@latest")
