@@ -96,7 +96,8 @@ log = logging.getLogger(__name__)
 
 PREDICT_PATH = "/predict"
 # The reference grammar of spp.registry.refs as a pattern (a little stricter: no leading zeros,
-# versions below 10**18, aliases with a letter), so schema-valid references parse.
+# versions below 10**18, aliases with a letter), so schema-valid references parse. Documented
+# only (schema_extra): parse_ref stays the one check, with its one-line messages.
 REF_PATTERN = r"^[A-Za-z0-9](\.?[A-Za-z0-9_+-])*(@([1-9][0-9]{0,17}|[0-9]*[A-Za-z](\.?[A-Za-z0-9_+-])*))?$"
 _ERROR_RESPONSES = {
     401: ResponseSpec(ErrorBody, description="No or unknown API key (only when the server has keys)."),
@@ -131,7 +132,7 @@ async def predict(
     data: PredictRequest,
     context: RequestContext,
     task: Annotated[str, Parameter(description="The prompt: NAME (latest), NAME@VERSION or NAME@ALIAS, e.g. rte@prod.",
-                                   pattern=REF_PATTERN, max_length=128)],
+                                   schema_extra={"pattern": REF_PATTERN, "maxLength": 128})],
 ) -> PredictResponse:
     """Score every input under the prompt ``task`` resolves to now (alias moves apply at once)."""
     return await service.predict(task, data, context)
