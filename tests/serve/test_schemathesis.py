@@ -45,3 +45,25 @@ def test_every_operation_answers_as_documented(case):
         # takes the generated texts through tokenizer, batcher and model.
         case.query = {**case.query, "task": "sentiment@prod"}
     case.call_and_validate(timeout=30)
+
+
+KEY = "schemathesis-key-0123456789abcdef"
+
+
+@pytest.fixture
+def secured_schema(world, make_settings, run_uvicorn, kit):
+    url, *_ = run_uvicorn(make_settings(port=kit.free_port(), log_level="warning", max_inputs=8, max_input_chars=256,
+                                        api_keys=KEY))
+    return schemathesis.openapi.from_url(f"{url}/schema/openapi.json", config=CONFIG)
+
+
+secured = schemathesis.pytest.from_fixture("secured_schema")
+
+
+@secured.parametrize()
+@settings(max_examples=MAX_EXAMPLES // 4, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.filter_too_much])
+def test_with_api_keys_every_operation_answers_as_documented(case):
+    """The same with keys on: the schema declares bearer auth, and schemathesis' ignored_auth
+    check replays each authenticated request without its key and expects a 401."""
+    case.call_and_validate(timeout=30, headers={"Authorization": f"Bearer {KEY}"})
