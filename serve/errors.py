@@ -2,9 +2,11 @@
 
 Every class derives from SppError (one-line message). This module imports no web framework
 (the batcher raises these too); the class -> status table is ``ERROR_STATUSES`` in
-:mod:`spp.serve.app`: UnknownTaskError 404, PromptUnavailableError 409,
-RequestTooLargeError 413, InvalidRequestError 422, QueueFullError and ServerBusyError 503
-(with Retry-After), ScoringError 422, or 503 when transient.
+:mod:`spp.serve.app`: UnauthorizedError 401, UnknownTaskError 404, BodyTimeoutError 408,
+PromptUnavailableError 409, RequestTooLargeError 413, UnsupportedMediaTypeError 415,
+InvalidRequestError 422, ClientDisconnectedError 499, QueueFullError and ServerBusyError 503
+(with Retry-After), ScoringError 422, or 503 when transient. An error's ``headers`` attribute,
+where it has one, is sent with the answer.
 """
 
 from __future__ import annotations
