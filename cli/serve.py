@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -11,6 +11,7 @@ from spp.cli import common
 from spp.cli.options import DEFAULT_BACKBONE, Backbone, Device, Dtype, MaxSourceLength, RegistryOpt, Revision, Tokenizer
 
 _LIMITS = "Limits"
+_SECURITY = "Security"
 
 
 def serve_cmd(
@@ -43,11 +44,38 @@ def serve_cmd(
     device: Device = "auto",
     dtype: Dtype = "auto",
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    body_timeout_s: Annotated[
+        float, typer.Option(help="Seconds a request body may take to arrive (then 408).", rich_help_panel=_LIMITS)
+    ] = 10.0,
+    api_key_file: Annotated[
+        Optional[Path],
+        typer.Option(help="Require 'Authorization: Bearer KEY' on /predict, /tasks and /metrics; one key per "
+                     "line (# comments). $SPP_API_KEYS (comma-separated) adds keys.", rich_help_panel=_SECURITY),
+    ] = None,
+    metrics_auth: Annotated[
+        bool, typer.Option("--metrics-auth/--public-metrics",
+                           help="With keys: /metrics needs one too, or stays open for a scraper.",
+                           rich_help_panel=_SECURITY),
+    ] = True,
+    ssl_certfile: Annotated[
+        Optional[Path], typer.Option(help="Serve HTTPS with this PEM certificate (chain).", rich_help_panel=_SECURITY)
+    ] = None,
+    ssl_keyfile: Annotated[
+        Optional[Path], typer.Option(help="The certificate's PEM private key.", rich_help_panel=_SECURITY)
+    ] = None,
+    allowed_host: Annotated[
+        Optional[list[str]],
+        typer.Option(help="Accept only this Host header (repeatable; *.example.org for subdomains); "
+                     "/health and /ready answer any.", rich_help_panel=_SECURITY),
+    ] = None,
 ) -> None:
     """Serve every prompt of a registry from ONE frozen T5 over HTTP: POST /predict?task=rte@prod.
 
     --backbone must be the T5 the prompts were trained on (each prompt's fingerprint is checked).
+    The server never writes to the registry; see README "Security" for keys, TLS and proxies.
     """
+    import os
+
     from spp.serve.settings import ServeSettings
 
     settings = ServeSettings(
@@ -69,6 +97,13 @@ def serve_cmd(
         device=device,
         dtype=dtype,
         log_level=log_level,
+        body_timeout_s=body_timeout_s,
+        api_keys=os.environ.get("SPP_API_KEYS", ""),  # never a flag: argv is visible to every user
+        api_key_file=api_key_file,
+        metrics_auth=metrics_auth,
+        ssl_certfile=ssl_certfile,
+        ssl_keyfile=ssl_keyfile,
+        allowed_hosts=tuple(allowed_host or ()),
     )
     run_server(settings)
 
@@ -83,9 +118,11 @@ def run_server(settings) -> None:
     common.quiet_libraries()
     level = {"trace": "DEBUG"}.get(settings.log_level, settings.log_level.upper())
     logging.getLogger("spp").setLevel(level)  # startup, prompt loads and warnings, like uvicorn's own
+    scheme = "https" if settings.ssl_certfile is not None else "http"
+    auth = f"; {len(settings.api_keys)} API key(s) required" if settings.api_keys else ""
     common.err_console.print(
-        f"loading {settings.backbone}; then serving on http://{settings.host}:{settings.port} "
-        "(POST /predict?task=NAME, GET /tasks, OpenAPI at /schema)", highlight=False
+        f"loading {settings.backbone}; then serving on {scheme}://{settings.host}:{settings.port} "
+        f"(POST /predict?task=NAME, GET /tasks, OpenAPI at /schema){auth}", highlight=False
     )
     asyncio.run(serve_app.run_server(settings))
 

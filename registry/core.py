@@ -258,6 +258,10 @@ class Registry:
                 bad.append((v, cache[v.sha256]))
         return bad
 
+    def check_blob(self, v: Version) -> str | None:
+        """Why the blob of ``v`` must not be served (missing, wrong size, sha256 mismatch), or None."""
+        return self._blob_problem(v)
+
     def _blob_problem(self, v: Version) -> str | None:
         path = self.store.path(v.sha256)
         if not path.is_file():

@@ -16,6 +16,9 @@ from typing import Iterable, Mapping
 from spp.registry.errors import RegistryError
 
 LATEST = "latest"
+# Versions are stored as SQLite INTEGERs (signed 64-bit); a larger number can name no version.
+MAX_VERSION = 2**63 - 1
+_VERSION_RE = re.compile(r"[0-9]+", re.ASCII)  # "١" and "１" are digits to str.isdigit, not versions
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
 _TAG_KEY_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,63}")
 _TAG_VALUE_MAX = 256
@@ -58,7 +61,7 @@ def check_name(name: str, *, what: str = "name", error: type[RegistryError] = Re
 def check_alias(alias: str, *, error: type[RegistryError] = RegistryError) -> str:
     """Aliases are names that are neither a version number nor ``latest``."""
     check_name(alias, what="alias", error=error)
-    if alias.isdigit():
+    if _VERSION_RE.fullmatch(alias):
         raise error(f"alias {alias!r} looks like a version number; aliases must contain a non-digit")
     if alias == LATEST:
         raise error(f"alias {LATEST!r} is reserved: it always means the newest version")
@@ -102,9 +105,26 @@ def parse_ref(ref: str) -> Ref:
     check_name(name)
     if not sep or selector == LATEST:
         return Ref(name)
-    if selector.isdigit():
-        version = int(selector)
-        if version < 1:
-            raise RegistryError(f"reference {ref!r}: versions start at 1")
-        return Ref(name, version=version)
+    if _VERSION_RE.fullmatch(selector):
+        return Ref(name, version=check_version(selector, ref=ref))
+    if selector.isdigit():  # digits, but not ASCII ones: "١", "１", "²"
+        raise RegistryError(f"reference {ref!r}: versions are written with the ASCII digits 0-9")
     return Ref(name, alias=check_alias(selector))
+
+
+def check_version(value: str | int, *, ref: str | None = None) -> int:
+    """A version number from text of ASCII digits (or an int): 1..MAX_VERSION, else RegistryError."""
+    where = f"reference {ref!r}" if ref is not None else f"version {value!r}"
+    if isinstance(value, str):
+        if not _VERSION_RE.fullmatch(value):
+            raise RegistryError(f"{where}: versions are written with the ASCII digits 0-9")
+        if len(value.lstrip("0")) > len(str(MAX_VERSION)):  # before int(): no huge conversions
+            raise RegistryError(f"{where}: versions are at most {MAX_VERSION}")
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise RegistryError(f"{where}: a version is an integer, got {type(value).__name__}")
+    if value < 1:
+        raise RegistryError(f"{where}: versions start at 1")
+    if value > MAX_VERSION:
+        raise RegistryError(f"{where}: versions are at most {MAX_VERSION}")
+    return value

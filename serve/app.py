@@ -15,21 +15,28 @@ Errors always answer a JSON :class:`~spp.serve.schemas.ErrorBody`, never a 500 f
 entry of the app's ``exception_handlers``, so Litestar picks the row (an HTTPException by its
 status code first, then any exception by the most specific class in its MRO):
 
+    UnauthorizedError       401 unauthorized         (WWW-Authenticate: Bearer; see spp.serve.auth)
     UnknownTaskError        404 unknown_task         (``known`` lists the served names)
     PromptUnavailableError  409 prompt_unavailable   (corrupt blob, other backbone, no spec)
+    BodyTimeoutError        408 timeout              (the body did not arrive in body_timeout_s)
     RequestTooLargeError    413 too_large            (too many / too long inputs)
+    UnsupportedMediaTypeError 415 unsupported_media_type (not application/json in UTF-8)
     TaskInputError          422 missing_field        (an input lacks a template field)
     InvalidRequestError     422 invalid_request      (bad reference, neither inputs nor texts)
     ScoringError            422 scoring_failed       (503 when ``transient``: OOM, device)
     QueueFullError          503 unavailable
     ServerBusyError         503 unavailable          (not running, registry unavailable)
+    ClientDisconnectedError 499 client_closed_request (gone mid-body; nobody reads it)
     SppError                422 invalid_request      (any other user-facing error)
     HTTP 400                422 invalid_request      (Litestar: malformed JSON, wrong types)
     HTTP 404 / 405 / 413    404 not_found / 405 method_not_allowed / 413 too_large
     HTTPException           its own status, http_error
     Exception               500 internal_error       (logged; the body hides the message)
 
-Every 503 carries Retry-After (the exception's ``retry_after_s``, else 1 second).
+Every 503 carries Retry-After (the exception's ``retry_after_s``, else 1 second); an
+exception's own ``headers`` (WWW-Authenticate, Allow on a 405) are sent too. Error details
+never show absolute filesystem paths (:func:`~spp.serve.errors.redact_paths`). The request
+body is read by :class:`~spp.serve.http.SppRequest` (media type, depth, deadline).
 """
 
 from __future__ import annotations
@@ -38,27 +45,37 @@ import logging
 import time
 from contextlib import asynccontextmanager
 from types import MappingProxyType
-from typing import Any, AsyncIterator, Callable, Mapping, NamedTuple
+from typing import TYPE_CHECKING, Annotated, Any, AsyncIterator, Callable, Mapping, NamedTuple
 
-from litestar import Litestar, MediaType, Request, Response, get, post
+from litestar import Litestar, MediaType, Request, Response, Router, get, post
+from litestar.config.allowed_hosts import AllowedHostsConfig
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import Components
+from litestar.params import Parameter
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from spp.prompts.errors import SppError
 from spp.prompts.tasks import TaskInputError
+from spp.serve.auth import SECURITY, openapi_components, require_api_key
 from spp.serve.errors import (
+    BodyTimeoutError,
+    ClientDisconnectedError,
     InvalidRequestError,
     PromptUnavailableError,
     QueueFullError,
     RequestTooLargeError,
     ScoringError,
     ServerBusyError,
+    UnauthorizedError,
     UnknownTaskError,
+    UnsupportedMediaTypeError,
+    redact_paths,
 )
+from spp.serve.http import PredictRequestSchema, SppRequest
 from spp.serve.metrics import CONTENT_TYPE, Metrics
 from spp.serve.schemas import (
     ErrorBody,
@@ -72,13 +89,23 @@ from spp.serve.schemas import (
 from spp.serve.service import RequestContext, Service
 from spp.serve.settings import ServeSettings
 
+if TYPE_CHECKING:
+    import uvicorn
+
 log = logging.getLogger(__name__)
 
 PREDICT_PATH = "/predict"
+# The reference grammar of spp.registry.refs as a pattern (a little stricter: no leading zeros,
+# versions below 10**18, aliases with a letter), so schema-valid references parse. Documented
+# only (schema_extra): parse_ref stays the one check, with its one-line messages.
+REF_PATTERN = r"^[A-Za-z0-9](\.?[A-Za-z0-9_+-])*(@([1-9][0-9]{0,17}|[0-9]*[A-Za-z](\.?[A-Za-z0-9_+-])*))?$"
 _ERROR_RESPONSES = {
+    401: ResponseSpec(ErrorBody, description="No or unknown API key (only when the server has keys)."),
     404: ResponseSpec(ErrorBody, description="Unknown task; `known` lists the served names."),
     409: ResponseSpec(ErrorBody, description="The prompt cannot be served here (corrupt, other backbone)."),
+    408: ResponseSpec(ErrorBody, description="The body did not arrive in time; the connection is closed."),
     413: ResponseSpec(ErrorBody, description="Too many inputs, an input too long, or the body too large."),
+    415: ResponseSpec(ErrorBody, description="The body is not application/json in UTF-8."),
     422: ResponseSpec(ErrorBody, description="Malformed JSON, wrong types, bad reference, missing field."),
     503: ResponseSpec(ErrorBody, description="Queue full or server not running; see Retry-After."),
 }
@@ -100,12 +127,18 @@ def provide_request_context(scope: Scope) -> RequestContext:
 
 # ------------------------------------------------------------------------------ handlers
 @post(PREDICT_PATH, status_code=200, responses=_ERROR_RESPONSES, summary="Classify inputs with a task's prompt")
-async def predict(service: Service, data: PredictRequest, task: str, context: RequestContext) -> PredictResponse:
+async def predict(
+    service: Service,
+    data: PredictRequest,
+    context: RequestContext,
+    task: Annotated[str, Parameter(description="The prompt: NAME (latest), NAME@VERSION or NAME@ALIAS, e.g. rte@prod.",
+                                   schema_extra={"pattern": REF_PATTERN, "maxLength": 128})],
+) -> PredictResponse:
     """Score every input under the prompt ``task`` resolves to now (alias moves apply at once)."""
     return await service.predict(task, data, context)
 
 
-@get("/tasks", summary="Prompts that can be served")
+@get("/tasks", summary="Prompts that can be served", responses={401: _ERROR_RESPONSES[401]})
 async def tasks(service: Service) -> TasksResponse:
     return await service.tasks()
 
@@ -122,7 +155,7 @@ async def ready(service: Service) -> Response[ReadyResponse]:
     return Response(body, status_code=200 if body.status == "ready" else 503)
 
 
-@get("/metrics", media_type=CONTENT_TYPE, summary="Prometheus metrics")
+@get("/metrics", media_type=CONTENT_TYPE, summary="Prometheus metrics", responses={401: _ERROR_RESPONSES[401]})
 async def metrics(service: Service) -> Response[str]:
     return Response(service.render_metrics(), media_type=CONTENT_TYPE)
 
@@ -145,14 +178,18 @@ class ErrorStatus(NamedTuple):
 
 # Int keys are Litestar's own HTTPExceptions by status code; Litestar matches them first.
 ERROR_STATUSES: Mapping[int | type[Exception], ErrorStatus] = MappingProxyType({
+    UnauthorizedError: ErrorStatus(401, "unauthorized"),
     UnknownTaskError: ErrorStatus(404, "unknown_task"),
     PromptUnavailableError: ErrorStatus(409, "prompt_unavailable"),
+    BodyTimeoutError: ErrorStatus(408, "timeout"),
     RequestTooLargeError: ErrorStatus(413, "too_large"),
+    UnsupportedMediaTypeError: ErrorStatus(415, "unsupported_media_type"),
     TaskInputError: ErrorStatus(422, "missing_field"),
     InvalidRequestError: ErrorStatus(422, "invalid_request"),
     ScoringError: ErrorStatus(422, "scoring_failed", transient_status=503),
     QueueFullError: ErrorStatus(503, "unavailable"),
     ServerBusyError: ErrorStatus(503, "unavailable"),
+    ClientDisconnectedError: ErrorStatus(499, "client_closed_request"),
     SppError: ErrorStatus(422, "invalid_request"),
     400: ErrorStatus(422, "invalid_request"),  # body/query validation and JSON decoding: the client's input
     404: ErrorStatus(404, "not_found"),
@@ -172,7 +209,9 @@ def _error_handler(row: ErrorStatus) -> Callable[[Request, Exception], Response[
     def handle(request: Request, exc: Exception) -> Response[ErrorBody]:
         status = row.status_for(exc)
         body = _error_body(exc, status, row.code)
-        headers = {"Retry-After": str(getattr(exc, "retry_after_s", 1))} if status == 503 else {}
+        headers = dict(getattr(exc, "headers", None) or {})  # WWW-Authenticate, Allow (405), ...
+        if status == 503:
+            headers["Retry-After"] = str(getattr(exc, "retry_after_s", 1))
         if status >= 500 and status != 503:  # a server bug: log it whole, answer without internals
             log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
             body.detail = "internal error (see the server log)"
@@ -183,7 +222,7 @@ def _error_handler(row: ErrorStatus) -> Callable[[Request, Exception], Response[
 
 def _error_body(exc: Exception, status: int, code: str) -> ErrorBody:
     detail = str(getattr(exc, "detail", "") or exc) if isinstance(exc, HTTPException) else str(exc)
-    body = ErrorBody(error=code, detail=" ".join(detail.split()) or code, status=status)
+    body = ErrorBody(error=code, detail=redact_paths(" ".join(detail.split())) or code, status=status)
     if isinstance(exc, UnknownTaskError):
         body.known = exc.known
     elif status != 503 and isinstance(exc, HTTPException) and isinstance(exc.extra, list):
@@ -247,8 +286,12 @@ def create_app(settings: ServeSettings) -> Litestar:
 
     max_body = max(1 << 20, settings.max_inputs * settings.max_input_chars * 6 + (1 << 16))
     return Litestar(
-        route_handlers=[predict, tasks, health, ready, metrics],
+        route_handlers=_routes(settings),
         lifespan=[lifespan],
+        request_class=SppRequest,
+        plugins=[PredictRequestSchema(settings.max_inputs, settings.max_input_chars)],
+        allowed_hosts=AllowedHostsConfig(list(settings.allowed_hosts), exclude=["/health", "/ready"])
+        if settings.allowed_hosts else None,
         state=State({"spp": service}),
         dependencies={
             "service": Provide(provide_service, sync_to_thread=False),
@@ -262,8 +305,28 @@ def create_app(settings: ServeSettings) -> Litestar:
             title="spp server",
             version=_version(),
             description="Soft-prompt classification with one frozen T5; any number of task prompts, mixed batches.",
+            components=openapi_components() if settings.api_keys else Components(),
         ),
     )
+
+
+def _routes(settings: ServeSettings) -> list:
+    """/health and /ready always open; the data endpoints behind the API-key guard (a no-op, and
+    no security in the schema, without keys). /metrics is guarded unless metrics_auth is off."""
+    guarded = [predict, tasks] + ([metrics] if settings.metrics_auth else [])
+    open_ = [health, ready] + ([] if settings.metrics_auth else [metrics])
+    security = SECURITY if settings.api_keys else None
+    return [Router("/", route_handlers=guarded, guards=[require_api_key], security=security), *open_]
+
+
+def uvicorn_config(app: Litestar, settings: ServeSettings) -> "uvicorn.Config":
+    """The uvicorn configuration ``spp serve`` runs: address, log level, TLS when configured."""
+    import uvicorn
+
+    tls = {}
+    if settings.ssl_certfile is not None:
+        tls = {"ssl_certfile": str(settings.ssl_certfile), "ssl_keyfile": str(settings.ssl_keyfile)}
+    return uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level, **tls)
 
 
 async def run_server(settings: ServeSettings) -> None:
@@ -279,8 +342,7 @@ async def run_server(settings: ServeSettings) -> None:
     service: Service = app.state.spp
     await service.start()
     try:
-        config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level)
-        await uvicorn.Server(config).serve()
+        await uvicorn.Server(uvicorn_config(app, settings)).serve()
     finally:
         await service.stop()
 

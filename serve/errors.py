@@ -2,13 +2,16 @@
 
 Every class derives from SppError (one-line message). This module imports no web framework
 (the batcher raises these too); the class -> status table is ``ERROR_STATUSES`` in
-:mod:`spp.serve.app`: UnknownTaskError 404, PromptUnavailableError 409,
-RequestTooLargeError 413, InvalidRequestError 422, QueueFullError and ServerBusyError 503
-(with Retry-After), ScoringError 422, or 503 when transient.
+:mod:`spp.serve.app`: UnauthorizedError 401, UnknownTaskError 404, BodyTimeoutError 408,
+PromptUnavailableError 409, RequestTooLargeError 413, UnsupportedMediaTypeError 415,
+InvalidRequestError 422, ClientDisconnectedError 499, QueueFullError and ServerBusyError 503
+(with Retry-After), ScoringError 422, or 503 when transient. An error's ``headers`` attribute,
+where it has one, is sent with the answer.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Sequence
 
 from spp.prompts.errors import SppError
@@ -69,3 +72,47 @@ class ScoringError(ServeError):
     def __init__(self, message: str, *, transient: bool) -> None:
         super().__init__(message)
         self.transient = transient
+
+
+class UnauthorizedError(ServeError):
+    """No API key, or not a known one (HTTP 401 with ``WWW-Authenticate: Bearer``).
+
+    The message never repeats the presented token.
+    """
+
+    def __init__(self, message: str, *, invalid_token: bool) -> None:
+        super().__init__(message)
+        # RFC 6750: a missing token gets the bare challenge, a rejected one says invalid_token
+        challenge = 'Bearer realm="spp"' + (', error="invalid_token"' if invalid_token else "")
+        self.headers = {"WWW-Authenticate": challenge}
+
+
+class UnsupportedMediaTypeError(ServeError):
+    """The body is not declared as UTF-8 JSON (HTTP 415)."""
+
+
+class BodyTimeoutError(ServeError):
+    """The request body did not arrive in time, e.g. a body that is not chunk-encoded sent as
+    ``Transfer-Encoding: chunked`` (HTTP 408; the connection is closed)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.headers = {"Connection": "close"}
+
+
+class ClientDisconnectedError(ServeError):
+    """The client went away before its body arrived; nobody reads the answer (499, as nginx
+    logs it), and it is not a server error."""
+
+
+# An absolute POSIX path of two or more components, not inside a URL ("http://h/a/b").
+_ABSOLUTE_PATH = re.compile(r"(?<![\w:/.~-])/(?:[^\s/'\"`(),;]+/)+([^\s/'\"`(),;]*)")
+
+
+def redact_paths(text: str) -> str:
+    """``text`` with every absolute filesystem path cut to its last component (``…/name``).
+
+    Error bodies and /tasks go to any client; where the registry lives on disk is not theirs
+    to know. The server log keeps the full message.
+    """
+    return _ABSOLUTE_PATH.sub(lambda m: "…/" + m.group(1), text)

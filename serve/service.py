@@ -30,6 +30,7 @@ from spp.serve.errors import (
     ServeError,
     ServerBusyError,
     UnknownTaskError,
+    redact_paths,
 )
 from spp.serve.metrics import Metrics
 from spp.serve.schemas import (
@@ -66,7 +67,8 @@ class Service:
         self.batcher: Batcher | None = None
         self._io: ThreadPoolExecutor | None = None
         self._started = False
-        self._headers: OrderedDict[str, tuple[list[str], list[str]]] = OrderedDict()  # sha256 -> fields, labels
+        # sha256 -> (blob file stat when its hash was checked, fields, labels)
+        self._headers: OrderedDict[str, tuple[tuple[int, ...], list[str], list[str]]] = OrderedDict()
 
     # ------------------------------------------------------------------------------- lifecycle
     async def start(self) -> bool:
@@ -146,7 +148,7 @@ class Service:
         try:
             await self.registry_call(self.registry.names)  # type: ignore[union-attr]
         except Exception as exc:  # any failure means "not reachable"; the reason goes in detail
-            return ReadyResponse(status="not_ready", detail=f"registry unreachable: {exc}")
+            return ReadyResponse(status="not_ready", detail=redact_paths(f"registry unreachable: {exc}"))
         assert self.backbone is not None and self.cache is not None
         return ReadyResponse(status="ready", backbone=self.backbone.name, device=str(self.backbone.device),
                              prompts_cached=len(self.cache))
@@ -271,7 +273,7 @@ class Service:
         try:
             fields, labels = self._spec_summary(v)
         except Exception as exc:  # unreadable header: report it, keep listing the others
-            reason = reason or f"unreadable artifact: {' '.join(str(exc).split())}"
+            reason = reason or redact_paths(f"unreadable artifact: {' '.join(str(exc).split())}")
         return VersionInfo(
             version=v.version, ref=v.ref, aliases=list(v.aliases), method=v.method, n_tokens=v.n_tokens,
             metrics=_float_metrics(v.metrics), main_metric=v.main_metric, tags=dict(v.tags),
@@ -280,18 +282,28 @@ class Service:
         )
 
     def _spec_summary(self, v: Version) -> tuple[list[str], list[str]]:
-        """Template fields and label words from the artifact header (cheap: no tensor read)."""
+        """Template fields and label words from the artifact header, once its sha256 is checked.
+
+        A blob that fails its hash is not servable, so /tasks must not say it is; the hash is
+        checked again only when the file's stat changes (size, mtime, inode).
+        """
         assert self.registry is not None
+        path = self.registry.blob_path(v)
+        info = path.stat()
+        stamp = (info.st_size, info.st_mtime_ns, info.st_ino)
         hit = self._headers.get(v.sha256)
-        if hit is None:
-            meta = read_metadata(self.registry.blob_path(v))
+        if hit is None or hit[0] != stamp:
+            problem = self.registry.check_blob(v)
+            if problem is not None:
+                raise ServeError(problem)
+            meta = read_metadata(path)
             if not meta.task_spec:
                 raise ServeError("no task spec in the artifact")
             spec = TaskSpec.from_dict(meta.task_spec)
-            hit = self._headers[v.sha256] = (list(spec.fields), list(spec.label_words))
+            hit = self._headers[v.sha256] = (stamp, list(spec.fields), list(spec.label_words))
             while len(self._headers) > 4096:
                 self._headers.popitem(last=False)
-        return hit
+        return hit[1], hit[2]
 
 
 def _float_metrics(metrics: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, float]]:

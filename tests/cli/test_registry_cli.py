@@ -160,3 +160,14 @@ def test_export_and_import_peft(spp, tmp_path: Path) -> None:
     (out / "adapter_model.safetensors").unlink()
     broken = spp("import-peft", str(out), "--task", "rte", "--backbone", "no-such-model", code=2).stderr
     assert "no adapter_model.safetensors" in broken  # checked before any backbone is loaded
+
+
+@pytest.mark.parametrize("ref", ["rte@99999999999999999999", "rte@\u00b2", "rte@\u0661", "rte@\uff11"])
+@pytest.mark.parametrize("command", [["show"], ["alias", "set"], ["tag"], ["deprecate"], ["eval"]])
+def test_bad_versions_are_one_line_exit_2(spp, tmp_path: Path, command: list[str], ref: str) -> None:
+    """Too large for the index (SQLite INTEGER) or not ASCII digits: one line, never a traceback."""
+    spp("publish", str(_artifact_file(tmp_path)))  # rte@1 exists: "@١" must not resolve to it
+    extra = {"alias": ["prod"], "tag": ["team=nlp"]}.get(command[0], [])
+    result = spp(*command, ref, *extra, code=2)
+    assert result.stderr.startswith(f"error: reference {ref!r}: versions ")
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.output

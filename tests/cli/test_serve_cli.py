@@ -27,6 +27,7 @@ runner = CliRunner()
 def captured(monkeypatch: pytest.MonkeyPatch) -> list:
     """Replace the server loop: record the settings instead of serving."""
     seen: list = []
+    monkeypatch.delenv("SPP_API_KEYS", raising=False)  # keys come from the test, not the environment
 
     async def fake_run_server(settings) -> None:
         seen.append(settings)
@@ -52,6 +53,32 @@ def test_options_reach_the_settings(captured, tmp_path: Path):
     assert (s.revision, s.max_source_length) == ("v1.1", 128)
 
 
+def test_security_options_reach_the_settings(captured, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    keys, cert, key = tmp_path / "keys", tmp_path / "cert.pem", tmp_path / "key.pem"
+    keys.write_text("file-key-0123456789abcdef\n")
+    cert.write_text("cert")
+    key.write_text("key")
+    monkeypatch.setenv("SPP_API_KEYS", "env-key-0123456789abcdef,env-key-2-0123456789abc")
+    result = runner.invoke(app, [
+        "serve", "--api-key-file", str(keys), "--public-metrics", "--ssl-certfile", str(cert), "--ssl-keyfile",
+        str(key), "--allowed-host", "spp.example.org", "--allowed-host", "*.internal", "--body-timeout-s", "2.5",
+    ])
+    assert result.exit_code == 0, result.output
+    (s,) = captured
+    assert s.api_keys == ("env-key-0123456789abcdef", "env-key-2-0123456789abc", "file-key-0123456789abcdef")
+    assert (s.metrics_auth, s.ssl_certfile, s.ssl_keyfile, s.body_timeout_s) == (False, cert, key, 2.5)
+    assert s.allowed_hosts == ("spp.example.org", "*.internal")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--api-key-file", "/nonexistent/keys"], "cannot read api_key_file"),
+    (["--ssl-certfile", "/nonexistent/c.pem"], "ssl_certfile and ssl_keyfile go together"),
+])
+def test_bad_security_options_are_one_line(captured, args, message):
+    result = runner.invoke(app, ["serve", *args])
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+
+
 def test_defaults(captured):
     assert runner.invoke(app, ["serve"]).exit_code == 0
     s = captured[0]
@@ -59,6 +86,7 @@ def test_defaults(captured):
     assert s.micro_batches is None  # automatic: on for a CPU
     assert (s.registry, s.host, s.port, s.max_batch_size, s.max_wait_ms, s.max_queue, s.device, s.preload) == (
         None, "127.0.0.1", 8000, 64, 5.0, 1024, "auto", ())
+    assert (s.api_keys, s.metrics_auth, s.ssl_certfile, s.allowed_hosts, s.body_timeout_s) == ((), True, None, (), 10.0)
 
 
 @pytest.mark.parametrize("args, message", [

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import socket
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -119,7 +122,7 @@ def assert_matches(body: dict, labels: list[str], probs: list[dict[str, float]],
 def kit() -> SimpleNamespace:
     """The helpers of this file for test modules (tests/ is not a package: no relative imports)."""
     return SimpleNamespace(TASKS=TASKS, INPUTS=INPUTS, make_artifact=make_artifact, expected=expected,
-                           assert_matches=assert_matches, corrupt_blob=corrupt_blob)
+                           assert_matches=assert_matches, corrupt_blob=corrupt_blob, free_port=free_port)
 
 
 def corrupt_blob(registry, ref: str) -> None:
@@ -130,3 +133,43 @@ def corrupt_blob(registry, ref: str) -> None:
     mid = len(data) // 2
     data[mid : mid + 8] = bytes(b ^ 0xFF for b in data[mid : mid + 8])
     path.write_bytes(bytes(data))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def run_uvicorn():
+    """Start apps under a real uvicorn on 127.0.0.1 (a thread each); stopped at teardown.
+
+    ``run_uvicorn(settings) -> (url, app, server, thread)``; the uvicorn config is the one
+    `spp serve` uses (spp.serve.app.uvicorn_config: TLS included), with ``log_level`` and
+    ``lifespan`` as given.
+    """
+    import uvicorn
+
+    from spp.serve.app import create_app, uvicorn_config
+
+    started: list = []
+
+    def start(settings, *, scheme: str = "http"):
+        app = create_app(settings)
+        config = uvicorn_config(app, settings)
+        config.lifespan = "on"
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
+        thread.start()
+        started.append((server, thread))
+        deadline = time.monotonic() + 60
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
+            time.sleep(0.05)
+        return f"{scheme}://127.0.0.1:{settings.port}", app, server, thread
+
+    yield start
+    for server, thread in started:
+        server.should_exit = True
+        thread.join(timeout=30)

@@ -21,6 +21,10 @@ from spp.serve import errors as err
 
 # (table key, exception raised by a handler, status, code, Retry-After or None)
 CASES = [
+    (err.UnauthorizedError, err.UnauthorizedError("no key", invalid_token=False), 401, "unauthorized", None),
+    (err.BodyTimeoutError, err.BodyTimeoutError("slow body"), 408, "timeout", None),
+    (err.UnsupportedMediaTypeError, err.UnsupportedMediaTypeError("text/plain"), 415, "unsupported_media_type", None),
+    (err.ClientDisconnectedError, err.ClientDisconnectedError("gone"), 499, "client_closed_request", None),
     (err.UnknownTaskError, err.UnknownTaskError("no prompt named nope", ["a", "b"]), 404, "unknown_task", None),
     (err.PromptUnavailableError, err.PromptUnavailableError("t@1", "sha256 mismatch"), 409, "prompt_unavailable", None),
     (err.RequestTooLargeError, err.RequestTooLargeError("65 inputs"), 413, "too_large", None),
@@ -35,7 +39,7 @@ CASES = [
      422, "invalid_request", None),
     (400, ClientException("Invalid content-length"), 422, "invalid_request", None),
     (404, NotFoundException(), 404, "not_found", None),
-    (405, MethodNotAllowedException(), 405, "method_not_allowed", None),
+    (405, MethodNotAllowedException(headers={"allow": "GET, OPTIONS"}), 405, "method_not_allowed", None),
     (413, ClientException(status_code=413), 413, "too_large", None),  # as Litestar's body limit
     (HTTPException, HTTPException(status_code=418, detail="teapot"), 418, "http_error", None),
     (HTTPException, ServiceUnavailableException(), 503, "http_error", "1"),
@@ -71,6 +75,8 @@ def test_each_exception_answers_its_status_and_a_json_error(key, exc, status, co
         assert body["errors"] == [{"key": "texts", "message": "Expected `array`"}]
     if status == 500:
         assert "secret" not in r.text and body["detail"] == "internal error (see the server log)"
+    for name, value in (getattr(exc, "headers", None) or {}).items():  # WWW-Authenticate, Allow, Connection
+        assert r.headers[name] == value
 
 
 def test_route_handlers_receive_the_service_by_dependency_injection(make_settings):

@@ -3,37 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
-import time
 
 import httpx
 import pytest
-import uvicorn
-
-from spp.serve.app import create_app
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
-def live_server(world, make_settings):
-    port = _free_port()
-    app = create_app(make_settings(port=port, max_wait_ms=200, max_batch_size=32))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", app, server, thread
-    server.should_exit = True
-    thread.join(timeout=30)
+def live_server(world, make_settings, run_uvicorn, kit):
+    return run_uvicorn(make_settings(port=kit.free_port(), max_wait_ms=200, max_batch_size=32, log_level="warning"))
 
 
 def test_concurrent_clients_over_three_tasks_get_correct_answers(live_server, world, tiny_backbone, kit):
