@@ -21,7 +21,8 @@ from typing import Any, Sequence
 from spp.registry.core import Registry
 from spp.registry.errors import IntegrityError, RegistryError
 from spp.registry.index import Version
-from spp.registry.store import sha256_file
+from spp.prompts.artifact.files import MAX_ARTIFACT_BYTES, MAX_SIDE_FILE_BYTES, read_bounded
+from spp.registry.store import sha256_bytes
 
 log = logging.getLogger(__name__)
 
@@ -149,14 +150,17 @@ def push(
 def read_card_metadata(folder: Path) -> dict[str, Any]:
     """The YAML metadata of ``folder/README.md`` ({} when there is no card)."""
     card = folder / CARD_FILE
-    if not card.is_file():
+    if not card.exists():
         return {}
     import yaml
     from huggingface_hub import ModelCard
 
-    try:
-        return ModelCard.load(card).data.to_dict()
-    except (ValueError, yaml.YAMLError) as exc:  # malformed metadata in a downloaded card
+    try:  # a card from elsewhere: a bounded, regular file
+        text = read_bounded(card, limit=MAX_SIDE_FILE_BYTES).decode("utf-8")
+        return ModelCard(text).data.to_dict()
+    except OSError as exc:
+        raise RegistryError(f"cannot read the model card {exc}") from None
+    except (ValueError, yaml.YAMLError) as exc:  # malformed metadata in a downloaded card (or not UTF-8)
         raise RegistryError(f"{card}: cannot read the model card metadata: {_first_line(exc)}") from None
 
 
@@ -175,12 +179,16 @@ def import_hub_folder(
     if Path(file_name).name != file_name or file_name in ("..", "."):  # a card must not point outside its repo
         raise RegistryError(f"{source or folder}: model card names an invalid artifact file {file_name!r}")
     file = folder / file_name
-    if not file.is_file():
+    if not file.exists():
         candidates = sorted(p.name for p in folder.glob("*.safetensors"))
         if len(candidates) != 1:
             raise RegistryError(f"{folder}: expected {ARTIFACT_FILE} (found {', '.join(candidates) or 'no .safetensors'})")
         file = folder / candidates[0]
-    if info.get("sha256") and sha256_file(file) != info["sha256"]:
+    try:  # bounded: a regular file of at most MAX_ARTIFACT_BYTES (publish reads it the same way)
+        data = read_bounded(file)
+    except OSError as exc:
+        raise RegistryError(f"{source or folder}: cannot import {exc}") from None
+    if info.get("sha256") and sha256_bytes(data) != info["sha256"]:
         raise IntegrityError(f"{source or folder}: {file.name} does not match the sha256 in its model card")
     tags = {k: str(v) for k, v in (info.get("tags") or {}).items()}
     if source:

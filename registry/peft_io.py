@@ -134,8 +134,8 @@ def import_peft(
     config, prompt = read_adapter(folder)  # prompt: (n, e)
     sidecar = folder / SPP_SIDECAR
     try:
-        if sidecar.is_file():
-            meta = ArtifactMeta.from_header(json.loads(sidecar.read_text())["metadata"])
+        if sidecar.exists():
+            meta = ArtifactMeta.from_header(json.loads(_read_small(sidecar))["metadata"])
             if backbone is not None:
                 backbone.check_prompt(meta.fingerprint, int(prompt.shape[1]), what=f"adapter {folder}")
         else:
@@ -145,9 +145,21 @@ def import_peft(
         meta.n_tokens, meta.d_model = int(prompt.shape[0]), int(prompt.shape[1])
         artifact = Artifact(prompt=prompt, meta=meta)
         artifact.validate()
-    except (ArtifactError, KeyError, json.JSONDecodeError) as exc:
+    except (ArtifactError, KeyError, TypeError, json.JSONDecodeError) as exc:
         raise PeftError(f"{folder}: cannot import the adapter: {exc}") from None
     return artifact
+
+
+def _read_small(path: Path) -> str:
+    """A side file (config, sidecar) of an adapter from elsewhere: bounded, regular, UTF-8."""
+    from spp.prompts.artifact.files import MAX_SIDE_FILE_BYTES, read_bounded
+
+    try:
+        return read_bounded(path, limit=MAX_SIDE_FILE_BYTES).decode("utf-8")
+    except OSError as exc:
+        raise PeftError(f"cannot read {exc}") from None
+    except UnicodeDecodeError:
+        raise PeftError(f"{path}: not UTF-8 text") from None
 
 
 def read_adapter(adapter_dir: str | os.PathLike[str]) -> tuple[dict[str, Any], Any]:
@@ -159,12 +171,14 @@ def read_adapter(adapter_dir: str | os.PathLike[str]) -> tuple[dict[str, Any], A
 
 def _read_config(folder: Path) -> dict[str, Any]:
     path = folder / ADAPTER_CONFIG
-    if not path.is_file():
+    if not path.exists():
         raise PeftError(f"{folder}: no {ADAPTER_CONFIG} (not a PEFT adapter directory)")
     try:
-        config = json.loads(path.read_text())
+        config = json.loads(_read_small(path))
     except json.JSONDecodeError as exc:
         raise PeftError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(config, dict):
+        raise PeftError(f"{path}: expected a JSON object")
     if config.get("peft_type") != "PROMPT_TUNING":
         raise PeftError(f"{path}: peft_type is {config.get('peft_type')!r}; only PROMPT_TUNING adapters can be imported")
     if config.get("task_type") != "SEQ_2_SEQ_LM":
@@ -176,15 +190,21 @@ def _read_config(folder: Path) -> dict[str, Any]:
 
 def _read_prompt(folder: Path, config: dict[str, Any]):
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors.torch import load
+
+    from spp.prompts.artifact.files import read_bounded
 
     path = folder / ADAPTER_WEIGHTS
-    if not path.is_file():
+    if not path.exists():
         pickled = " (adapter_model.bin is a pickle, which spp never loads)" if (folder / "adapter_model.bin").exists() else ""
         raise PeftError(f"{folder}: no {ADAPTER_WEIGHTS}{pickled}")
     try:
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError) as exc:
+        data = read_bounded(path)  # regular files up to MAX_ARTIFACT_BYTES only
+    except OSError as exc:
+        raise PeftError(f"cannot read {exc}") from None
+    try:
+        tensors = load(data)
+    except (SafetensorError, ValueError) as exc:
         raise PeftError(f"{path}: not a valid safetensors file ({exc})") from None
     if PEFT_KEY not in tensors:
         raise PeftError(f"{path}: no {PEFT_KEY!r} tensor (found: {', '.join(sorted(tensors)) or 'none'})")
@@ -224,7 +244,9 @@ def _task_fields(task: str) -> tuple[str, dict[str, Any]]:
 
     try:
         spec = get_task(task)
-    except TaskError:
+    except TaskError as exc:
+        if task.lower().endswith((".json", ".toml")):  # a spec file: a problem in it (a hostile template) is an error
+            raise PeftError(str(exc)) from None
         log.warning("task %r is not in the catalog; the artifact will carry no task spec", task)
         return task, {}
     return spec.name, spec.to_dict()
