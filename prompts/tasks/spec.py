@@ -38,6 +38,7 @@ METRIC_NAMES = ("accuracy", "f1", "f1a", "macro_f1", "mcc", "pearson", "spearman
 # MAX_TEMPLATE_CHARS, and a rendered text of at most MAX_FORMATTED_CHARS, checked before it is built.
 MAX_TEMPLATE_CHARS = 16_384
 MAX_FORMATTED_CHARS = 1_000_000
+_SNAP_DECIMALS = 6  # regression labels are rounded to this many decimals before binning
 _BINARY_METRICS = ("f1", "f1a")
 _REGRESSION_METRICS = ("pearson", "spearman")
 
@@ -313,6 +314,11 @@ class TaskSpec:
             value = float(text)
         except ValueError:
             raise TaskInputError(f"task {self.name}: label {text!r} at {where} is not a number") from None
+        if not math.isfinite(value):
+            raise TaskInputError(f"task {self.name}: label {text!r} at {where} is not a finite number")
+        # Snap to 6 decimals: the Hub stores STS-B as float32, where 2.3 arrives as 2.2999999523,
+        # which would round into another 0.2 bin than the TSV's "2.3" (scores have <= 4 decimals).
+        value = round(value, _SNAP_DECIMALS)
         words = [float(w) for w in self.label_words]
         if value == -1 and words[0] > -1:
             return None, None  # the Hub's "no label" (STS-B test)
