@@ -16,8 +16,13 @@ from spp.cli.registry import open_registry
 def push_cmd(
     ref: Ref,
     repo: Annotated[str, typer.Option("--repo", help="Hub repo OWNER/NAME (created if missing).", show_default=False)],
-    private: Annotated[bool, typer.Option(help="Create the repo as private.")] = False,
-    revision: Annotated[Optional[str], typer.Option(help="Branch to push to \\[default: main].")] = None,
+    private: Annotated[Optional[bool], typer.Option(
+        "--private/--public", help="Visibility of a new repo \\[default: the Hub's, e.g. your organisation's].",
+        show_default=False,
+    )] = None,
+    revision: Annotated[Optional[str], typer.Option(
+        help="Branch to push to, created if missing (or an existing refs/pr/N) \\[default: main].",
+    )] = None,
     token: HubToken = None,
     registry: RegistryOpt = None,
 ) -> None:
