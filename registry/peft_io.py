@@ -120,13 +120,20 @@ def export_peft(
 
 
 def import_peft(
-    adapter_dir: str | os.PathLike[str], *, task: str | None = None, backbone: "Backbone | None" = None
+    adapter_dir: str | os.PathLike[str],
+    *,
+    task: str | None = None,
+    backbone: "Backbone | None" = None,
+    allow_base_mismatch: bool = False,
 ) -> "Artifact":
     """Build an artifact from a PEFT prompt-tuning adapter directory.
 
     ``task``: a catalog task name or task spec file (required unless the adapter was exported
     by spp). ``backbone``: the loaded backbone, required for foreign adapters (fingerprint);
     when given, it must match the adapter's d_model (and the spp fingerprint, if recorded).
+    A foreign adapter records the model it was trained on (``base_model_name_or_path``): a
+    different backbone is refused, since the artifact would carry that backbone's fingerprint
+    and be served with it, unless ``allow_base_mismatch`` (the user vouches for the pairing).
     """
     from spp.prompts.artifact import Artifact, ArtifactError, ArtifactMeta
 
@@ -139,6 +146,7 @@ def import_peft(
             if backbone is not None:
                 backbone.check_prompt(meta.fingerprint, int(prompt.shape[1]), what=f"adapter {folder}")
         else:
+            _check_base(folder, config, backbone, allow_base_mismatch)
             meta = _foreign_meta(folder, config, prompt, task, backbone)
         if task is not None and task != meta.task:
             meta.task, meta.task_spec = _task_fields(task)
@@ -215,6 +223,27 @@ def _read_prompt(folder: Path, config: dict[str, Any]):
             f"{path}: {PEFT_KEY} has shape {tuple(weights.shape)}, expected (k x {n}, {dim}) for num_virtual_tokens={n}"
         )
     return weights[:n].float().contiguous()  # (n, e): the encoder rows, the only ones PEFT's seq2seq forward uses
+
+
+def _check_base(folder: Path, config: dict[str, Any], backbone: "Backbone | None", allow: bool) -> None:
+    """Refuse a backbone other than the one the adapter names (same Hub id, or same directory)."""
+    base = config.get("base_model_name_or_path")
+    if backbone is None or not isinstance(base, str) or not base or same_model(base, backbone.name):
+        return
+    if not allow:
+        raise PeftError(
+            f"{folder}: the adapter was trained on {base!r}, not on the backbone {backbone.name!r}; load {base!r} "
+            "(--backbone) or, if they really are the same model, pass --allow-base-mismatch"
+        )
+    log.warning("importing %s (trained on %s) with backbone %s as asked", folder, base, backbone.name)
+
+
+def same_model(a: str, b: str) -> bool:
+    """Whether two backbone names mean the same model: equal Hub ids (case-insensitive, as the
+    Hub resolves them) or paths to the same directory."""
+    if Path(a).exists() and Path(b).exists():
+        return Path(a).resolve() == Path(b).resolve()
+    return a.strip().rstrip("/").lower() == b.strip().rstrip("/").lower()
 
 
 def _foreign_meta(folder: Path, config: dict[str, Any], prompt, task: str | None, backbone: "Backbone | None") -> "ArtifactMeta":
