@@ -32,10 +32,8 @@ SOURCE_KINDS = ("tsv", "jsonl", "csv", "hub")
 # Implemented by spp.prompts.tasks.metrics (a test keeps the two in sync); kept here so a spec
 # can be validated, and a score computed, without importing scikit-learn.
 METRIC_NAMES = ("accuracy", "f1", "f1a", "macro_f1", "mcc", "pearson", "spearman", "em")
-# Templates come from artifacts other people publish, so they are untrusted input: only plain
-# ``{field}`` placeholders (no attribute/index access, no !conversion, no :format spec: a
-# ``{x:>300000000}`` would allocate 300 MB per input), a template of at most
-# MAX_TEMPLATE_CHARS, and a rendered text of at most MAX_FORMATTED_CHARS, checked before it is built.
+# Templates come from artifacts other people publish: untrusted input (see parse_template; a
+# ``{x:>300000000}`` would allocate 300 MB per input). Both lengths are checked before allocation.
 MAX_TEMPLATE_CHARS = 16_384
 MAX_FORMATTED_CHARS = 1_000_000
 _SNAP_DECIMALS = 6  # regression labels are rounded to this many decimals before binning
@@ -76,14 +74,13 @@ Pieces = tuple[tuple[str, "str | None"], ...]
 
 
 def parse_template(template: Any) -> Pieces:
-    """THE template check, run wherever a template enters (task spec, artifact metadata, PEFT
-    import): ``(literal text, field name or None)`` pieces of a valid template.
+    """THE template check, run wherever a template enters (task spec, artifact metadata, so
+    publish, pull, PEFT import and load): the ``(literal, field name or None)`` pieces.
 
-    Allowed: literal text (``{{``/``}}`` for braces) and ``{name}`` with ``name`` an
-    identifier. Refused with a one-line :class:`TemplateError`: attribute or index access
-    (``{x.__class__}``, ``{x[0]}``), positional fields (``{}``, ``{0}``), conversions
-    (``{x!r}``), format specs (``{x:>9}``), malformed braces, and templates longer than
-    :data:`MAX_TEMPLATE_CHARS`.
+    Allowed: literal text (``{{``/``}}`` for braces) and ``{name}``, ``name`` an identifier.
+    Refused (one-line :class:`TemplateError`): attribute or index access (``{x.__class__}``,
+    ``{x[0]}``), positional fields, conversions (``{x!r}``), format specs (``{x:>9}``),
+    malformed braces, and templates longer than :data:`MAX_TEMPLATE_CHARS`.
     """
     if not isinstance(template, str) or not template:
         raise TemplateError(f"template must be a non-empty string, got {template!r:.80}")
@@ -111,10 +108,17 @@ def parse_template(template: Any) -> Pieces:
 def render_template(pieces: Pieces, values: Mapping[str, str], *, limit: int = MAX_FORMATTED_CHARS) -> str:
     """The template's text with ``values`` substituted; the length is checked before the text is
     built (FormattedTooLongError past ``limit``), so no input can make it allocate more."""
-    total = sum(len(literal) + (len(values[name]) if name is not None else 0) for literal, name in pieces)
+    parts: list[str] = []  # references to existing strings: nothing the size of the result yet
+    total = 0
+    for literal, name in pieces:
+        parts.append(literal)
+        total += len(literal)
+        if name is not None:
+            parts.append(values[name])
+            total += len(values[name])
     if total > limit:
         raise FormattedTooLongError(f"the formatted input would be {total} characters; the limit is {limit}")
-    return "".join(literal + (values[name] if name is not None else "") for literal, name in pieces)
+    return "".join(parts)
 
 
 @dataclass(frozen=True)
