@@ -203,9 +203,16 @@ def verify_cmd(registry: RegistryOpt = None, json_out: JsonFlag = False) -> None
         raise typer.Exit(1)
 
 
-def gc_cmd(registry: RegistryOpt = None, json_out: JsonFlag = False) -> None:
+def gc_cmd(
+    grace: Annotated[float, typer.Option(
+        "--grace", min=0, metavar="SECONDS",
+        help="Remove temp files older than this; younger ones may be publishes still running (0: all).",
+    )] = 3600.0,
+    registry: RegistryOpt = None,
+    json_out: JsonFlag = False,
+) -> None:
     """Remove blobs no version refers to (and temp files left by crashed publishes)."""
-    removed = open_registry(registry).gc()
+    removed = open_registry(registry).gc(temp_grace_s=grace)
     if json_out:
         common.print_json({"removed": [str(p) for p in removed]})
         return

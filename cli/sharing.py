@@ -16,8 +16,13 @@ from spp.cli.registry import open_registry
 def push_cmd(
     ref: Ref,
     repo: Annotated[str, typer.Option("--repo", help="Hub repo OWNER/NAME (created if missing).", show_default=False)],
-    private: Annotated[bool, typer.Option(help="Create the repo as private.")] = False,
-    revision: Annotated[Optional[str], typer.Option(help="Branch to push to \\[default: main].")] = None,
+    private: Annotated[Optional[bool], typer.Option(
+        "--private/--public", help="Visibility of a new repo \\[default: the Hub's, e.g. your organisation's].",
+        show_default=False,
+    )] = None,
+    revision: Annotated[Optional[str], typer.Option(
+        help="Branch to push to, created if missing (or an existing refs/pr/N) \\[default: main].",
+    )] = None,
     token: HubToken = None,
     registry: RegistryOpt = None,
 ) -> None:
@@ -63,6 +68,9 @@ def import_peft_cmd(
     backbone: Annotated[Optional[str], typer.Option(
         "--backbone", "-b", help="Backbone to fingerprint a foreign adapter with \\[default: its base_model_name_or_path]."
     )] = None,
+    allow_base_mismatch: Annotated[bool, typer.Option(
+        "--allow-base-mismatch", help="Import even though --backbone is not the adapter's base_model_name_or_path.",
+    )] = False,
     alias: Aliases = [],
     tag: Tags = [],
     registry: RegistryOpt = None,
@@ -75,7 +83,7 @@ def import_peft_cmd(
     bb = None
     if backbone or not (adapter / SPP_SIDECAR).is_file():
         bb = _load_backbone_for(backbone or config.get("base_model_name_or_path"), adapter)
-    artifact = import_peft(adapter, task=task, backbone=bb)
+    artifact = import_peft(adapter, task=task, backbone=bb, allow_base_mismatch=allow_base_mismatch)
     version, created = open_registry(registry).publish(
         artifact, name=name, aliases=alias, tags=parse_tags(tag, error=PublishError)
     )

@@ -13,6 +13,7 @@ from spp.prompts.errors import SppError
 import hashlib
 import json
 import logging
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -196,7 +197,10 @@ def load_backbone(
         tok = _load_tokenizer(tokenizer or arch, backbone=name, is_random=tokenizer is None)
     else:
         model = _load_pretrained(name, revision)
-        tok = _load_tokenizer(tokenizer or name, backbone=name, is_random=False, revision=revision)
+        # --revision names a commit of the backbone's repo; another tokenizer repo has its own history.
+        own = tokenizer is None or tokenizer == name
+        tok = _load_tokenizer(tokenizer or name, backbone=name, is_random=False, revision=revision if own else None)
+        revision = resolved_commit(name, revision)
     vocab = len(tok)
     if vocab > model.config.vocab_size:
         raise BackboneError(
@@ -207,6 +211,24 @@ def load_backbone(
     model.to(device=dev, dtype=torch_dtype)
     model.train(dropout == "keep")
     return Backbone(model=model, tokenizer=tok, name=name, fingerprint=fp, revision=revision)
+
+
+def resolved_commit(name: str, revision: str | None) -> str | None:
+    """The commit a Hub backbone was loaded from (a branch or tag moves; a commit does not).
+
+    Read from the Hub cache the load just used (``snapshots/<commit>/config.json``), so it works
+    offline too. A local directory, or a cache that cannot say, keeps ``revision`` as given.
+    """
+    if Path(name).exists():
+        return revision
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(name, "config.json", revision=revision)
+    except (ValueError, OSError):  # not a valid repo id, unreadable cache
+        return revision
+    commit = Path(cached).parent.name if isinstance(cached, str) else ""
+    return commit if re.fullmatch(r"[0-9a-f]{40}", commit) else revision
 
 
 def _load_pretrained(name: str, revision: str | None):

@@ -29,6 +29,7 @@ from spp.registry.errors import IntegrityError, PublishError, RegistryError
 from spp.registry.index import Index, Version, publish_row
 from spp.registry.refs import Ref, check_alias, check_name, check_tags, parse_ref
 from spp.prompts.artifact.codec import canonical_bytes
+from spp.prompts.artifact.files import MAX_ARTIFACT_BYTES, FileReadError, read_bounded
 from spp.registry.store import BlobStore, sha256_bytes, sha256_file, stall_point
 
 if TYPE_CHECKING:  # torch is imported only when an artifact is actually read or written
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 HOME_ENV = "SPP_HOME"
 INDEX_FILE = "index.sqlite"
 _LINEAGE_DEPTH = 32
+TEMP_GRACE_S = 3600.0  # gc keeps temp files younger than this: publishes that may still be running
 
 
 def default_root() -> Path:
@@ -274,8 +276,16 @@ class Registry:
             return f"blob sha256 mismatch (got {actual[:12]}..., expected {v.sha256[:12]}...) in {path}"
         return None
 
-    def gc(self, *, temp_grace_s: float = 3600.0) -> list[Path]:
-        """Remove blobs no version refers to, and temp files of writers dead for ``temp_grace_s``."""
+    def gc(self, *, temp_grace_s: float = TEMP_GRACE_S) -> list[Path]:
+        """Remove blobs no version refers to, and temp files older than ``temp_grace_s`` seconds.
+
+        A temp file is a publish in flight until it is renamed into place, so the grace (default
+        an hour) protects writers that are still running; 0 removes every temp file, for when no
+        publish can be running.
+        """
+        from spp.prompts.config import check_number
+
+        temp_grace_s = check_number("gc grace (seconds)", temp_grace_s, RegistryError, minimum=0)
         removed: list[Path] = []
         with self.index.write() as conn:  # the lock keeps publishers from adopting a blob we delete
             referenced = self.index.blob_refs(conn)
@@ -298,14 +308,16 @@ def _source_bytes(source: "str | os.PathLike[str] | Artifact | bytes") -> tuple[
         except ArtifactError as exc:
             raise PublishError(f"cannot publish artifact for task {source.meta.task!r}: {exc}") from None
     if isinstance(source, (bytes, bytearray)):
+        if len(source) > MAX_ARTIFACT_BYTES:
+            raise PublishError(f"cannot publish <bytes>: {len(source)} bytes, more than the maximum of {MAX_ARTIFACT_BYTES}")
         return bytes(source), "<bytes>"
     path = Path(source)
-    try:
-        return path.read_bytes(), str(path)
-    except FileNotFoundError:
-        raise PublishError(f"cannot publish {path}: no such file") from None
-    except (IsADirectoryError, PermissionError) as exc:
-        raise PublishError(f"cannot publish {path}: {exc.strerror}") from None
+    try:  # a file from anywhere: regular files up to MAX_ARTIFACT_BYTES only (never /dev/zero)
+        return read_bounded(path), str(path)
+    except FileReadError as exc:
+        raise PublishError(f"cannot publish {exc}") from None
+    except OSError as exc:
+        raise PublishError(f"cannot publish {path}: {exc.strerror or exc}") from None
 
 
 def _validate(data: bytes, label: str):

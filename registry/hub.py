@@ -21,7 +21,8 @@ from typing import Any, Sequence
 from spp.registry.core import Registry
 from spp.registry.errors import IntegrityError, RegistryError
 from spp.registry.index import Version
-from spp.registry.store import sha256_file
+from spp.prompts.artifact.files import MAX_ARTIFACT_BYTES, MAX_SIDE_FILE_BYTES, read_bounded
+from spp.registry.store import sha256_bytes
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +58,16 @@ def model_card(version: Version, meta: Any, repo_id: str | None = None) -> str:
     from huggingface_hub import EvalResult, ModelCardData
 
     results = []
-    dataset = meta.dataset or {}
+    dataset_id, config, revision = card_dataset(meta)
+    origins = (meta.dataset or {}).get("splits") or {}
     for split, values in sorted(meta.metrics.items()):
+        origin = origins.get(split) if isinstance(origins.get(split), dict) else {}
+        derived = origin.get("derived")
         for metric, value in sorted(values.items()):
             results.append(EvalResult(
                 task_type="text-classification", task_name=meta.task,
-                dataset_type=str(dataset.get("id") or meta.task), dataset_name=meta.task,
-                dataset_config=dataset.get("config"), dataset_split=split,
+                dataset_type=dataset_id or meta.task, dataset_name=f"{meta.task} ({derived})" if derived else meta.task,
+                dataset_config=config, dataset_split=str(origin.get("hub_split") or split), dataset_revision=revision,
                 metric_type=metric, metric_name=metric, metric_value=float(value),
             ))
     tags = sorted({LIBRARY_NAME, "soft-prompt", "prompt-tuning", "t5", meta.method, meta.task})
@@ -81,6 +85,27 @@ def model_card(version: Version, meta: Any, repo_id: str | None = None) -> str:
         spp=spp_block,
     )
     return f"---\n{data.to_yaml()}\n---\n\n{_card_body(version, meta, repo_id or 'OWNER/NAME')}"
+
+
+def card_dataset(meta: Any) -> tuple[str | None, str | None, str | None]:
+    """(Hub dataset id, config, resolved revision) a model card may name; never a local path.
+
+    Data read from the Hub: as recorded (the revision is the commit it resolved to). Local files
+    (``--data-dir``): the Hub dataset the task spec names, if any, without a revision, since
+    local copies have none; else nothing (the card then names the task).
+    """
+    dataset = meta.dataset if isinstance(meta.dataset, dict) else {}
+    spec_hub = (meta.task_spec or {}).get("hub") if isinstance(meta.task_spec, dict) else None
+    recorded = dataset.get("id")  # local files: their folder's absolute path, never shown
+    if dataset.get("format", "hub") == "hub" and isinstance(recorded, str) and is_hub_model_id(recorded):
+        return recorded, _opt_str(dataset.get("config")), _opt_str(dataset.get("revision"))
+    if isinstance(spec_hub, (list, tuple)) and len(spec_hub) == 2 and isinstance(spec_hub[0], str):
+        return spec_hub[0], _opt_str(spec_hub[1]), None
+    return None, None, None
+
+
+def _opt_str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 def _card_body(version: Version, meta: Any, repo_id: str) -> str:
@@ -120,12 +145,17 @@ def push(
     repo_id: str,
     *,
     token: str | None = None,
-    private: bool = False,
+    private: bool | None = None,
     revision: str | None = None,
     commit_message: str | None = None,
     api: Any = None,
 ) -> str:
-    """Create ``repo_id`` if needed and upload the folder; returns the commit URL."""
+    """Create ``repo_id`` if needed and upload the folder; returns the commit URL.
+
+    ``private``: None leaves a new repo's visibility to the Hub (an organisation may make repos
+    private by default); True/False ask for it. ``revision``: a branch, created from the default
+    branch when missing (a pull request's ``refs/pr/N`` must already exist).
+    """
     from huggingface_hub import HfApi
 
     repo_id, rev = parse_hub_spec(repo_id if revision is None else f"{repo_id}@{revision}")
@@ -135,6 +165,8 @@ def push(
         version = registry.resolve(ref) if not isinstance(ref, Version) else ref
         try:
             api.create_repo(repo_id=repo_id, repo_type="model", private=private, exist_ok=True)
+            if rev is not None and not rev.startswith("refs/pr/"):
+                api.create_branch(repo_id=repo_id, branch=rev, repo_type="model", exist_ok=True)
             info = api.upload_folder(
                 folder_path=str(folder), repo_id=repo_id, repo_type="model", revision=rev,
                 commit_message=commit_message or f"spp push {version.ref}",
@@ -149,14 +181,17 @@ def push(
 def read_card_metadata(folder: Path) -> dict[str, Any]:
     """The YAML metadata of ``folder/README.md`` ({} when there is no card)."""
     card = folder / CARD_FILE
-    if not card.is_file():
+    if not card.exists():
         return {}
     import yaml
     from huggingface_hub import ModelCard
 
-    try:
-        return ModelCard.load(card).data.to_dict()
-    except (ValueError, yaml.YAMLError) as exc:  # malformed metadata in a downloaded card
+    try:  # a card from elsewhere: a bounded, regular file
+        text = read_bounded(card, limit=MAX_SIDE_FILE_BYTES).decode("utf-8")
+        return ModelCard(text).data.to_dict()
+    except OSError as exc:
+        raise RegistryError(f"cannot read the model card {exc}") from None
+    except (ValueError, yaml.YAMLError) as exc:  # malformed metadata in a downloaded card (or not UTF-8)
         raise RegistryError(f"{card}: cannot read the model card metadata: {_first_line(exc)}") from None
 
 
@@ -175,12 +210,16 @@ def import_hub_folder(
     if Path(file_name).name != file_name or file_name in ("..", "."):  # a card must not point outside its repo
         raise RegistryError(f"{source or folder}: model card names an invalid artifact file {file_name!r}")
     file = folder / file_name
-    if not file.is_file():
+    if not file.exists():
         candidates = sorted(p.name for p in folder.glob("*.safetensors"))
         if len(candidates) != 1:
             raise RegistryError(f"{folder}: expected {ARTIFACT_FILE} (found {', '.join(candidates) or 'no .safetensors'})")
         file = folder / candidates[0]
-    if info.get("sha256") and sha256_file(file) != info["sha256"]:
+    try:  # bounded: a regular file of at most MAX_ARTIFACT_BYTES (publish reads it the same way)
+        data = read_bounded(file)
+    except OSError as exc:
+        raise RegistryError(f"{source or folder}: cannot import {exc}") from None
+    if info.get("sha256") and sha256_bytes(data) != info["sha256"]:
         raise IntegrityError(f"{source or folder}: {file.name} does not match the sha256 in its model card")
     tags = {k: str(v) for k, v in (info.get("tags") or {}).items()}
     if source:
@@ -195,18 +234,45 @@ def pull(
     name: str | None = None,
     aliases: Sequence[str] = (),
     token: str | None = None,
+    api: Any = None,
 ) -> tuple[Version, bool]:
-    """Download ``owner/name[@rev]`` (card + safetensors only) and import it."""
-    from huggingface_hub import snapshot_download
+    """Download ``owner/name[@rev]`` (card + one safetensors file) and import it.
+
+    A dry run first lists the files with their sizes at one commit: a repo whose artifact is
+    over :data:`~spp.prompts.artifact.files.MAX_ARTIFACT_BYTES` (or whose card is over
+    ``MAX_SIDE_FILE_BYTES``) is refused before anything is downloaded, and the download then
+    fetches exactly those files at that commit.
+    """
+    from huggingface_hub import HfApi
 
     repo_id, revision = parse_hub_spec(spec)
+    api = api if api is not None else HfApi(token=token)
     try:
-        folder = snapshot_download(
-            repo_id=repo_id, revision=revision, token=token, allow_patterns=[CARD_FILE, "*.safetensors"]
+        planned = api.snapshot_download(
+            repo_id=repo_id, revision=revision, allow_patterns=[CARD_FILE, "*.safetensors"], dry_run=True
         )
+        files, commit = _files_to_pull(spec, planned)
+        folder = api.snapshot_download(repo_id=repo_id, revision=commit or revision, allow_patterns=files)
     except _network_errors() as exc:  # not found, offline, auth: one line
         raise RegistryError(f"cannot download {spec} from the Hub: {_first_line(exc)}") from None
     return import_hub_folder(registry, folder, name=name, aliases=aliases, source=spec)
+
+
+def _files_to_pull(spec: str, planned: Sequence[Any]) -> tuple[list[str], str | None]:
+    """(file names, commit) to download from a dry run's list; RegistryError when too large."""
+    by_name = {f.filename: f for f in planned}
+    tensors = sorted(n for n in by_name if n.endswith(".safetensors"))
+    if ARTIFACT_FILE in by_name:
+        tensors = [ARTIFACT_FILE]
+    if len(tensors) != 1:
+        raise RegistryError(f"{spec}: expected {ARTIFACT_FILE} in the repo (found {', '.join(tensors) or 'no .safetensors'})")
+    files = [CARD_FILE, *tensors] if CARD_FILE in by_name else tensors
+    for file in files:
+        limit = MAX_SIDE_FILE_BYTES if file == CARD_FILE else MAX_ARTIFACT_BYTES
+        size = by_name[file].file_size
+        if size is not None and size > limit:
+            raise RegistryError(f"{spec}: {file} is {size} bytes, more than the maximum of {limit} bytes; not downloaded")
+    return files, by_name[tensors[0]].commit_hash
 
 
 def _network_errors() -> tuple[type[BaseException], ...]:

@@ -120,13 +120,20 @@ def export_peft(
 
 
 def import_peft(
-    adapter_dir: str | os.PathLike[str], *, task: str | None = None, backbone: "Backbone | None" = None
+    adapter_dir: str | os.PathLike[str],
+    *,
+    task: str | None = None,
+    backbone: "Backbone | None" = None,
+    allow_base_mismatch: bool = False,
 ) -> "Artifact":
     """Build an artifact from a PEFT prompt-tuning adapter directory.
 
     ``task``: a catalog task name or task spec file (required unless the adapter was exported
     by spp). ``backbone``: the loaded backbone, required for foreign adapters (fingerprint);
     when given, it must match the adapter's d_model (and the spp fingerprint, if recorded).
+    A foreign adapter records the model it was trained on (``base_model_name_or_path``): a
+    different backbone is refused, since the artifact would carry that backbone's fingerprint
+    and be served with it, unless ``allow_base_mismatch`` (the user vouches for the pairing).
     """
     from spp.prompts.artifact import Artifact, ArtifactError, ArtifactMeta
 
@@ -134,20 +141,33 @@ def import_peft(
     config, prompt = read_adapter(folder)  # prompt: (n, e)
     sidecar = folder / SPP_SIDECAR
     try:
-        if sidecar.is_file():
-            meta = ArtifactMeta.from_header(json.loads(sidecar.read_text())["metadata"])
+        if sidecar.exists():
+            meta = ArtifactMeta.from_header(json.loads(_read_small(sidecar))["metadata"])
             if backbone is not None:
                 backbone.check_prompt(meta.fingerprint, int(prompt.shape[1]), what=f"adapter {folder}")
         else:
+            _check_base(folder, config, backbone, allow_base_mismatch)
             meta = _foreign_meta(folder, config, prompt, task, backbone)
         if task is not None and task != meta.task:
             meta.task, meta.task_spec = _task_fields(task)
         meta.n_tokens, meta.d_model = int(prompt.shape[0]), int(prompt.shape[1])
         artifact = Artifact(prompt=prompt, meta=meta)
         artifact.validate()
-    except (ArtifactError, KeyError, json.JSONDecodeError) as exc:
+    except (ArtifactError, KeyError, TypeError, json.JSONDecodeError) as exc:
         raise PeftError(f"{folder}: cannot import the adapter: {exc}") from None
     return artifact
+
+
+def _read_small(path: Path) -> str:
+    """A side file (config, sidecar) of an adapter from elsewhere: bounded, regular, UTF-8."""
+    from spp.prompts.artifact.files import MAX_SIDE_FILE_BYTES, read_bounded
+
+    try:
+        return read_bounded(path, limit=MAX_SIDE_FILE_BYTES).decode("utf-8")
+    except OSError as exc:
+        raise PeftError(f"cannot read {exc}") from None
+    except UnicodeDecodeError:
+        raise PeftError(f"{path}: not UTF-8 text") from None
 
 
 def read_adapter(adapter_dir: str | os.PathLike[str]) -> tuple[dict[str, Any], Any]:
@@ -159,12 +179,14 @@ def read_adapter(adapter_dir: str | os.PathLike[str]) -> tuple[dict[str, Any], A
 
 def _read_config(folder: Path) -> dict[str, Any]:
     path = folder / ADAPTER_CONFIG
-    if not path.is_file():
+    if not path.exists():
         raise PeftError(f"{folder}: no {ADAPTER_CONFIG} (not a PEFT adapter directory)")
     try:
-        config = json.loads(path.read_text())
+        config = json.loads(_read_small(path))
     except json.JSONDecodeError as exc:
         raise PeftError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(config, dict):
+        raise PeftError(f"{path}: expected a JSON object")
     if config.get("peft_type") != "PROMPT_TUNING":
         raise PeftError(f"{path}: peft_type is {config.get('peft_type')!r}; only PROMPT_TUNING adapters can be imported")
     if config.get("task_type") != "SEQ_2_SEQ_LM":
@@ -176,15 +198,21 @@ def _read_config(folder: Path) -> dict[str, Any]:
 
 def _read_prompt(folder: Path, config: dict[str, Any]):
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors.torch import load
+
+    from spp.prompts.artifact.files import read_bounded
 
     path = folder / ADAPTER_WEIGHTS
-    if not path.is_file():
+    if not path.exists():
         pickled = " (adapter_model.bin is a pickle, which spp never loads)" if (folder / "adapter_model.bin").exists() else ""
         raise PeftError(f"{folder}: no {ADAPTER_WEIGHTS}{pickled}")
     try:
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError) as exc:
+        data = read_bounded(path)  # regular files up to MAX_ARTIFACT_BYTES only
+    except OSError as exc:
+        raise PeftError(f"cannot read {exc}") from None
+    try:
+        tensors = load(data)
+    except (SafetensorError, ValueError) as exc:
         raise PeftError(f"{path}: not a valid safetensors file ({exc})") from None
     if PEFT_KEY not in tensors:
         raise PeftError(f"{path}: no {PEFT_KEY!r} tensor (found: {', '.join(sorted(tensors)) or 'none'})")
@@ -195,6 +223,27 @@ def _read_prompt(folder: Path, config: dict[str, Any]):
             f"{path}: {PEFT_KEY} has shape {tuple(weights.shape)}, expected (k x {n}, {dim}) for num_virtual_tokens={n}"
         )
     return weights[:n].float().contiguous()  # (n, e): the encoder rows, the only ones PEFT's seq2seq forward uses
+
+
+def _check_base(folder: Path, config: dict[str, Any], backbone: "Backbone | None", allow: bool) -> None:
+    """Refuse a backbone other than the one the adapter names (same Hub id, or same directory)."""
+    base = config.get("base_model_name_or_path")
+    if backbone is None or not isinstance(base, str) or not base or same_model(base, backbone.name):
+        return
+    if not allow:
+        raise PeftError(
+            f"{folder}: the adapter was trained on {base!r}, not on the backbone {backbone.name!r}; load {base!r} "
+            "(--backbone) or, if they really are the same model, pass --allow-base-mismatch"
+        )
+    log.warning("importing %s (trained on %s) with backbone %s as asked", folder, base, backbone.name)
+
+
+def same_model(a: str, b: str) -> bool:
+    """Whether two backbone names mean the same model: equal Hub ids (case-insensitive, as the
+    Hub resolves them) or paths to the same directory."""
+    if Path(a).exists() and Path(b).exists():
+        return Path(a).resolve() == Path(b).resolve()
+    return a.strip().rstrip("/").lower() == b.strip().rstrip("/").lower()
 
 
 def _foreign_meta(folder: Path, config: dict[str, Any], prompt, task: str | None, backbone: "Backbone | None") -> "ArtifactMeta":
@@ -224,7 +273,9 @@ def _task_fields(task: str) -> tuple[str, dict[str, Any]]:
 
     try:
         spec = get_task(task)
-    except TaskError:
+    except TaskError as exc:
+        if task.lower().endswith((".json", ".toml")):  # a spec file: a problem in it (a hostile template) is an error
+            raise PeftError(str(exc)) from None
         log.warning("task %r is not in the catalog; the artifact will carry no task spec", task)
         return task, {}
     return spec.name, spec.to_dict()

@@ -19,7 +19,7 @@ from typing import Mapping
 from spp.prompts.artifact import read_metadata
 from spp.prompts.backbone import Backbone, load_backbone
 from spp.prompts.scoring import Scorer
-from spp.prompts.tasks import TaskInputError, TaskSpec
+from spp.prompts.tasks import FormattedTooLongError, TaskInputError, TaskSpec
 from spp.registry import NotFoundError, Registry, RegistryError, Version, parse_ref
 from spp.serve.batcher import Batcher
 from spp.serve.cache import LoadedPrompt, PromptCache
@@ -201,8 +201,10 @@ class Service:
         else:
             texts = []
             for i, fields in enumerate(body.inputs or []):
-                try:
-                    texts.append(spec.format(fields))
+                try:  # the limit is checked before the text is built, whatever the template
+                    texts.append(spec.format(fields, limit=self.settings.max_input_chars))
+                except FormattedTooLongError as exc:
+                    raise RequestTooLargeError(f"inputs[{i}]: {exc}") from None
                 except TaskInputError as exc:
                     raise TaskInputError(f"inputs[{i}]: {exc} (template fields: {', '.join(spec.fields)})") from None
         limit = self.settings.max_input_chars

@@ -48,3 +48,21 @@ def spp_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "spp-home"
     monkeypatch.setenv("SPP_HOME", str(home))
     return home
+
+
+@pytest.fixture
+def unchecked_templates(monkeypatch: pytest.MonkeyPatch):
+    """A context manager under which artifact metadata accepts any template, as an older spp or
+    another writer would have written it: how the tests plant hostile artifacts in files and
+    registries (the check lives in one place, ``spp.prompts.artifact.meta.parse_template``)."""
+    from contextlib import contextmanager
+
+    import spp.prompts.artifact.meta as meta_module
+
+    @contextmanager
+    def unchecked():
+        with monkeypatch.context() as patch:
+            patch.setattr(meta_module, "parse_template", lambda template: ())
+            yield
+
+    return unchecked

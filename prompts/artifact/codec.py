@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from spp.prompts.artifact.files import atomic_write
+from spp.prompts.artifact.files import MAX_ARTIFACT_BYTES, FileReadError, atomic_write, open_regular, read_bounded
 from spp.prompts.artifact.meta import ArtifactError, ArtifactMeta
 
 if TYPE_CHECKING:
@@ -163,19 +163,21 @@ def read_metadata(path: str | os.PathLike[str]) -> ArtifactMeta:
 
 def _with_path(path: str | os.PathLike[str], parse: Any, *, header_only: bool = False) -> Any:
     path = Path(path)
-    if not path.is_file():
-        raise ArtifactError(f"{path}: no such file")
     try:
-        with open(path, "rb") as fh:
-            if header_only:
+        if header_only:  # the header alone: at most 8 + its length bytes, never the tensors
+            with open_regular(path) as fh:
                 size = int.from_bytes(fh.read(8), "little")
                 fh.seek(0)
-                data = fh.read(8 + min(size, 100 << 20))
-            else:
-                data = fh.read()
+                data = fh.read(8 + min(size, MAX_ARTIFACT_BYTES))
+        else:
+            data = read_bounded(path)
     except OSError as exc:
-        raise ArtifactError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        raise ArtifactError(f"cannot read {_reason(path, exc)}") from None
     try:
         return parse(data)
     except ArtifactError as exc:
         raise ArtifactError(f"{path}: {exc}") from None
+
+
+def _reason(path: Path, exc: OSError) -> str:
+    return str(exc) if isinstance(exc, FileReadError) else f"{path}: {exc.strerror or exc}"

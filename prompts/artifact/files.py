@@ -1,11 +1,72 @@
-"""Crash-safe file writes (stdlib only), shared by artifact saving and the registry's blob store."""
+"""Crash-safe file writes and bounded reads (stdlib only), shared by artifact saving and loading,
+the registry's blob store, and everything that imports files from elsewhere (publish, pull,
+PEFT import)."""
 
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import BinaryIO, Callable, Iterator
+
+# The largest artifact spp reads. Artifacts, pulled repos and PEFT adapters come from other
+# people, so nothing reads more than this: a prompt is n x d_model floats (10 x 1024 x 4 bytes
+# = 40 KB for T5-large) and a SuperPos state adds n x d_model x m (5 MB at m = 128), so 256 MiB
+# leaves room for any real prompt while `spp publish /dev/zero` or a 100 GB file fails at once.
+MAX_ARTIFACT_BYTES = 256 << 20
+# Side files (model cards, adapter_config.json, spp_artifact.json) are small text.
+MAX_SIDE_FILE_BYTES = 4 << 20
+
+
+class FileReadError(OSError):
+    """A file that :func:`read_bounded` refuses: missing, not a regular file, or too large.
+
+    An OSError so that callers that already turn OSError into a one-line message keep doing so;
+    ``str()`` is that one line (path and reason).
+    """
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "cannot read file"
+
+
+@contextmanager
+def open_regular(path: str | os.PathLike[str], *, limit: int = MAX_ARTIFACT_BYTES) -> Iterator[BinaryIO]:
+    """Open ``path`` for reading if it is a regular file of at most ``limit`` bytes.
+
+    Refused (FileReadError) before anything is read: a missing path, a directory, a device
+    (``/dev/zero``), a FIFO or socket (opened non-blocking, so a FIFO without a writer cannot
+    hang us), and a file larger than ``limit``. The checks are on the opened descriptor, so a
+    path swapped after the check cannot slip through.
+    """
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except FileNotFoundError:
+        raise FileReadError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise FileReadError(f"{path}: cannot open ({exc.strerror or exc})") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
+        os.close(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise FileReadError(f"{path}: a directory")
+        if not stat.S_ISREG(info.st_mode):
+            raise FileReadError(f"{path}: not a regular file")
+        raise FileReadError(f"{path}: {info.st_size} bytes, more than the maximum of {limit} bytes")
+    with os.fdopen(fd, "rb") as fh:
+        yield fh
+
+
+def read_bounded(path: str | os.PathLike[str], *, limit: int = MAX_ARTIFACT_BYTES) -> bytes:
+    """The bytes of the regular file ``path`` (see :func:`open_regular`); never more than
+    ``limit + 1`` bytes are read, so a file growing while it is read is refused too."""
+    with open_regular(path, limit=limit) as fh:
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise FileReadError(f"{path}: more than the maximum of {limit} bytes")
+    return data
 
 
 def atomic_write(

@@ -17,7 +17,7 @@ from typing import Any
 
 from spp.prompts.config import check_int
 from spp.prompts.errors import SppError
-from spp.prompts.tasks.spec import main_score
+from spp.prompts.tasks.spec import TemplateError, main_score, parse_template
 
 FORMAT_VERSION = "1"
 REQUIRED = ("format_version", "task", "method", "backbone", "fingerprint", "d_model", "n_tokens")
@@ -80,6 +80,19 @@ class ArtifactMeta(IndexedMeta):
                 raise ArtifactError(f"metadata field {name!r} must be a non-empty string, got {value!r}")
         for name in ("d_model", "n_tokens"):
             check_int(f"metadata field {name!r}", getattr(self, name), ArtifactError)
+        self._check_task_spec()
+
+    def _check_task_spec(self) -> None:
+        """The template is untrusted input (a published or pulled artifact): every way in
+        (decode, read_metadata, PEFT import, publish) builds this object, so this one check
+        keeps a ``{x:>300000000}`` or ``{x.__class__}`` template out of registries and servers."""
+        if not isinstance(self.task_spec, dict):
+            raise ArtifactError(f"metadata field 'task_spec' must be an object, got {type(self.task_spec).__name__}")
+        if "template" in self.task_spec:  # a spec without one is refused where it is used (TaskSpec)
+            try:
+                parse_template(self.task_spec.get("template"))
+            except TemplateError as exc:
+                raise ArtifactError(f"task spec of {self.task!r}: {exc}") from None
 
     def indexed(self) -> dict[str, Any]:
         """The values of the indexed fields (what the registry stores in its row)."""

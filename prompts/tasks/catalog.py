@@ -148,8 +148,8 @@ def load_task_file(path: str | Path) -> TaskSpec:
         data["data_dir"] = str(base / data["data_dir"]) if isinstance(data.get("data_dir"), str) else str(base)
     try:
         return TaskSpec.from_dict(data)
-    except TaskError as exc:
-        raise TaskError(f"task spec file {p}: {_one_line(exc)}") from None
+    except TaskError as exc:  # keeps the subclass (TemplateError: an untrusted template)
+        raise type(exc)(f"task spec file {p}: {_one_line(exc)}") from None
 
 
 def _one_line(exc: BaseException) -> str:

@@ -41,7 +41,9 @@ def open_source(spec: TaskSpec, split: str, data_dir: str | Path | None) -> tupl
         raise TaskError(f"data dir {folder} does not exist or is not a folder")
     kind = _detect_kind(spec, folder)
     path = _find_file(spec, folder, split, kind)
-    source = {"id": str(folder.resolve()), "config": None, "revision": None, "format": kind, "split": path.name}
+    # hub_split: the Hub's name of the split these files hold (a model card names that, never a path)
+    source = {"id": str(folder.resolve()), "config": None, "revision": None, "format": kind, "split": path.name,
+              "hub_split": spec.hub_splits.get(split, split)}
     if kind == "tsv":
         return _tsv_rows(spec, path, split), source
     if kind == "csv":
@@ -102,7 +104,7 @@ def _hub_source(spec: TaskSpec, split: str) -> tuple[Iterator[Row], dict[str, An
             f"({type(exc).__name__}: {detail}); pass --data-dir with local files"
         ) from None
     source = {"id": path, "config": config, "revision": _hub_revision(path, spec.hub_revision),
-              "format": "hub", "split": hub_split}
+              "format": "hub", "split": hub_split, "hub_split": hub_split}
     return ((row, f"{name} {hub_split} row {i}") for i, row in enumerate(ds)), source
 
 

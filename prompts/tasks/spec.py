@@ -32,6 +32,11 @@ SOURCE_KINDS = ("tsv", "jsonl", "csv", "hub")
 # Implemented by spp.prompts.tasks.metrics (a test keeps the two in sync); kept here so a spec
 # can be validated, and a score computed, without importing scikit-learn.
 METRIC_NAMES = ("accuracy", "f1", "f1a", "macro_f1", "mcc", "pearson", "spearman", "em")
+# Templates come from artifacts other people publish: untrusted input (see parse_template; a
+# ``{x:>300000000}`` would allocate 300 MB per input). Both lengths are checked before allocation.
+MAX_TEMPLATE_CHARS = 16_384
+MAX_FORMATTED_CHARS = 1_000_000
+_SNAP_DECIMALS = 6  # regression labels are rounded to this many decimals before binning
 _BINARY_METRICS = ("f1", "f1a")
 _REGRESSION_METRICS = ("pearson", "spearman")
 
@@ -57,12 +62,71 @@ class TaskInputError(TaskError):
     """An input lacks a template field or has a label outside the label words."""
 
 
+class TemplateError(TaskError):
+    """A template that is not plain text with plain ``{field}`` placeholders, or too long."""
+
+
+class FormattedTooLongError(TaskInputError):
+    """The text a template would render from an input is longer than the allowed maximum."""
+
+
+Pieces = tuple[tuple[str, "str | None"], ...]
+
+
+def parse_template(template: Any) -> Pieces:
+    """THE template check, run wherever a template enters (task spec, artifact metadata, so
+    publish, pull, PEFT import and load): the ``(literal, field name or None)`` pieces.
+
+    Allowed: literal text (``{{``/``}}`` for braces) and ``{name}``, ``name`` an identifier.
+    Refused (one-line :class:`TemplateError`): attribute or index access (``{x.__class__}``,
+    ``{x[0]}``), positional fields, conversions (``{x!r}``), format specs (``{x:>9}``),
+    malformed braces, and templates longer than :data:`MAX_TEMPLATE_CHARS`.
+    """
+    if not isinstance(template, str) or not template:
+        raise TemplateError(f"template must be a non-empty string, got {template!r:.80}")
+    if len(template) > MAX_TEMPLATE_CHARS:
+        raise TemplateError(f"template is {len(template)} characters; the maximum is {MAX_TEMPLATE_CHARS}")
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise TemplateError(f"template {template!r:.80} is malformed ({exc})") from None
+    pieces: list[tuple[str, str | None]] = []
+    for literal, name, spec, conversion in parsed:
+        if name is not None:
+            shown = "{" + name + ("!" + conversion if conversion else "") + (":" + spec if spec else "") + "}"
+            if not name.isidentifier():
+                raise TemplateError(
+                    f"template placeholder {shown:.80} is not a plain {{field}} "
+                    "(no attribute or index access, no positional fields)"
+                )
+            if conversion is not None or spec:
+                raise TemplateError(f"template placeholder {shown:.80} has a conversion or format spec; only plain {{field}} is allowed")
+        pieces.append((literal, name))
+    return tuple(pieces)
+
+
+def render_template(pieces: Pieces, values: Mapping[str, str], *, limit: int = MAX_FORMATTED_CHARS) -> str:
+    """The template's text with ``values`` substituted; the length is checked before the text is
+    built (FormattedTooLongError past ``limit``), so no input can make it allocate more."""
+    parts: list[str] = []  # references to existing strings: nothing the size of the result yet
+    total = 0
+    for literal, name in pieces:
+        parts.append(literal)
+        total += len(literal)
+        if name is not None:
+            parts.append(values[name])
+            total += len(values[name])
+    if total > limit:
+        raise FormattedTooLongError(f"the formatted input would be {total} characters; the limit is {limit}")
+    return "".join(parts)
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     """One classification (or rounded-regression) task as text-to-text.
 
-    template: a ``str.format`` template over the task's fields, e.g.
-        ``"rte sentence1: {premise} sentence2: {hypothesis}"``.
+    template: literal text with plain ``{field}`` placeholders (checked by
+        :func:`parse_template`), e.g. ``"rte sentence1: {premise} sentence2: {hypothesis}"``.
     label_words: the target text of each class, index = class id.
     label_column: the column holding the gold label in data files.
     label_aliases: raw label value (as str) -> class id, for files whose labels are not
@@ -100,7 +164,10 @@ class TaskSpec:
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name or "/" in self.name or "@" in self.name:
             raise TaskError(f"task name must be non-empty without '/' or '@', got {self.name!r}")
-        _check_str(self, "template", self.template)
+        try:
+            parse_template(self.template)
+        except TemplateError as exc:
+            raise TemplateError(f"task {self.name}: {exc}") from None
         for key in ("label_words", "metrics", "explode"):
             object.__setattr__(self, key, _str_tuple(self, key, getattr(self, key)))
         if self.tsv_columns is not None:
@@ -109,11 +176,7 @@ class TaskSpec:
             raise TaskError(f"task {self.name}: label_words needs at least 2 entries")
         if len(set(self.label_words)) != len(self.label_words):
             raise TaskError(f"task {self.name}: label_words must be distinct")
-        try:
-            fields = self.fields
-        except ValueError as exc:
-            raise TaskError(f"task {self.name}: template {self.template!r} is malformed ({exc})") from None
-        if not fields:
+        if not self.fields:
             raise TaskError(f"task {self.name}: template {self.template!r} names no {{field}}")
         _check_str(self, "label_column", self.label_column)
         if self.group_column is not None:
@@ -195,13 +258,14 @@ class TaskSpec:
 
     # ----------------------------------------------------------------------------- accessors
     @functools.cached_property  # cached: format() runs once per example on 400k-row datasets
+    def pieces(self) -> Pieces:
+        """The checked template as (literal, field) pieces (see :func:`parse_template`)."""
+        return parse_template(self.template)
+
+    @functools.cached_property
     def fields(self) -> tuple[str, ...]:
         """Field names used by the template, in order of first use."""
-        names: list[str] = []
-        for _, fname, _, _ in string.Formatter().parse(self.template):
-            if fname and fname not in names:
-                names.append(fname)
-        return tuple(names)
+        return tuple(dict.fromkeys(name for _, name in self.pieces if name is not None))
 
     @property
     def num_labels(self) -> int:
@@ -211,12 +275,16 @@ class TaskSpec:
         """The column (path) holding ``canonical`` in a source of ``kind`` (tsv/jsonl/csv/hub)."""
         return self.columns.get(kind, {}).get(canonical, canonical)
 
-    def format(self, example: Mapping[str, Any]) -> str:
-        """Render the template; a missing field raises TaskInputError naming it."""
+    def format(self, example: Mapping[str, Any], *, limit: int = MAX_FORMATTED_CHARS) -> str:
+        """Render the template; a missing field raises TaskInputError naming it, a text longer
+        than ``limit`` characters FormattedTooLongError (before it is built)."""
         missing = [f for f in self.fields if f not in example or example[f] is None]
         if missing:
             raise TaskInputError(f"task {self.name}: missing field(s) {', '.join(missing)}")
-        return self.template.format(**{f: _clean(example[f]) for f in self.fields})
+        try:
+            return render_template(self.pieces, {f: _clean(example[f]) for f in self.fields}, limit=limit)
+        except FormattedTooLongError as exc:
+            raise FormattedTooLongError(f"task {self.name}: {exc}") from None
 
     def parse_label(self, raw: Any, *, where: str = "input") -> tuple[int | None, float | None]:
         """(class id, unrounded target) of a raw label; (None, None) when unlabeled.
@@ -250,6 +318,11 @@ class TaskSpec:
             value = float(text)
         except ValueError:
             raise TaskInputError(f"task {self.name}: label {text!r} at {where} is not a number") from None
+        if not math.isfinite(value):
+            raise TaskInputError(f"task {self.name}: label {text!r} at {where} is not a finite number")
+        # Snap to 6 decimals: the Hub stores STS-B as float32, where 2.3 arrives as 2.2999999523,
+        # which would round into another 0.2 bin than the TSV's "2.3" (scores have <= 4 decimals).
+        value = round(value, _SNAP_DECIMALS)
         words = [float(w) for w in self.label_words]
         if value == -1 and words[0] > -1:
             return None, None  # the Hub's "no label" (STS-B test)

@@ -242,7 +242,10 @@ def _metadata(
 ) -> ArtifactMeta:
     task = splits["train"].task
     hparams = asdict(config) | {"lr": lr, "weight_decay": wd, "optimizer": "AdamW", "scheduler": "constant"}
-    dataset = dict(splits["train"].source) | {"sizes": {k: len(v) for k, v in splits.items()}}
+    # Per split: which official split its examples came from (the papers re-split GLUE: "test" is
+    # often the official validation set), so a model card can name the Hub's split for each metric.
+    origins = {k: {"hub_split": v.source.get("hub_split"), "derived": v.source.get("derived")} for k, v in splits.items()}
+    dataset = dict(splits["train"].source) | {"sizes": {k: len(v) for k, v in splits.items()}, "splits": origins}
     return ArtifactMeta(
         task=task.name,
         method=method.name,

@@ -110,13 +110,25 @@ def test_gc(spp, tmp_path: Path) -> None:
     assert "0 file(s) removed" in spp("gc").stdout
 
 
+def test_gc_grace_keeps_fresh_temp_files_unless_zero(spp, tmp_path: Path) -> None:
+    spp("publish", str(_artifact_file(tmp_path, seed=1)))
+    temp = spp.root / "tmp" / ".in-flight.tmp"  # a publish still writing: younger than the grace
+    temp.parent.mkdir(exist_ok=True)
+    temp.write_bytes(b"partial")
+    assert json.loads(spp("gc", "--json").stdout) == {"removed": []} and temp.exists()
+    assert json.loads(spp("gc", "--grace", "60", "--json").stdout) == {"removed": []} and temp.exists()
+    assert json.loads(spp("gc", "--grace", "0", "--json").stdout) == {"removed": [str(temp)]}
+    assert not temp.exists() and spp("verify").exit_code == 0
+    assert "--grace" in spp("gc", "--grace", "-1", code=2).output
+
+
 @pytest.mark.parametrize(
     ("content", "fragment"),
-    [(b"garbage", "not a valid safetensors"), (None, "no such file")],
+    [(b"garbage", "not a valid safetensors"), (None, "no such file"), ("/dev/zero", "not a regular file")],
 )
 def test_publish_errors_are_one_line(spp, tmp_path: Path, content, fragment: str) -> None:
-    path = tmp_path / "bad.safetensors"
-    if content is not None:
+    path = Path(content) if isinstance(content, str) else tmp_path / "bad.safetensors"
+    if isinstance(content, bytes):
         path.write_bytes(content)
     result = spp("publish", str(path), code=2)
     assert result.stderr.startswith("error: cannot publish") and fragment in result.stderr

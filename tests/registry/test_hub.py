@@ -89,54 +89,6 @@ def test_import_folder_without_card(registry: Registry, published, tmp_path: Pat
         hub.import_hub_folder(Registry(tmp_path / "other"), folder)
 
 
-class _FakeApi:
-    """Records what push sends; keeps the real HfApi call signatures."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, dict]] = []
-        self.uploaded: dict[str, bytes] = {}
-
-    def create_repo(self, **kwargs):
-        self.calls.append(("create_repo", kwargs))
-
-    def upload_folder(self, **kwargs):
-        self.calls.append(("upload_folder", kwargs))
-        folder = Path(kwargs["folder_path"])
-        self.uploaded = {p.name: p.read_bytes() for p in folder.iterdir()}
-
-        class Info:
-            commit_url = f"https://huggingface.co/{kwargs['repo_id']}/commit/abc"
-
-        return Info()
-
-
-def test_push_then_pull_round_trip(registry: Registry, published, tmp_path: Path, monkeypatch) -> None:
-    api = _FakeApi()
-    url = hub.push(registry, "rte@1", "me/rte-prompt", private=True, api=api)
-    assert url == "https://huggingface.co/me/rte-prompt/commit/abc"
-    assert api.calls[0] == ("create_repo", {"repo_id": "me/rte-prompt", "repo_type": "model", "private": True, "exist_ok": True})
-    assert api.calls[1][1]["commit_message"] == "spp push rte@1"
-    assert set(api.uploaded) == {"README.md", "prompt.safetensors"}
-    assert "spp pull me/rte-prompt" in api.uploaded["README.md"].decode()
-
-    hub_dir = tmp_path / "hub-snapshot"
-    hub_dir.mkdir()
-    for name, data in api.uploaded.items():
-        (hub_dir / name).write_bytes(data)
-    requested = {}
-
-    def fake_snapshot_download(**kwargs):
-        requested.update(kwargs)
-        return str(hub_dir)
-
-    monkeypatch.setattr("huggingface_hub.snapshot_download", fake_snapshot_download)
-    other = Registry(tmp_path / "other")
-    version, created = hub.pull(other, "me/rte-prompt@v1")
-    assert requested["repo_id"] == "me/rte-prompt" and requested["revision"] == "v1"
-    assert created and version.sha256 == published.sha256 and version.tags["hub"] == "me/rte-prompt@v1"
-    assert other.load("rte")[1].meta == registry.load("rte")[1].meta
-
-
 def test_offline_push_and_pull_fail_in_one_line(registry: Registry, published) -> None:
     # tests run with HF_HUB_OFFLINE=1: the real HfApi / snapshot_download refuse to connect
     with pytest.raises(RegistryError, match="cannot push rte@1 to me/x") as info:

@@ -53,3 +53,22 @@ def test_indexed_fields_are_the_index_columns_and_version_fields(tmp_path) -> No
 def test_required_fields_are_checked(field: str, value) -> None:
     with pytest.raises(ArtifactError, match=field):
         meta(**{field: value})
+
+
+@pytest.mark.parametrize("template", ["{review:>300000000}", "{review.__class__}"])
+def test_metadata_with_a_hostile_template_is_refused(template: str, unchecked_templates, tmp_path) -> None:
+    import torch
+
+    from spp.prompts.artifact import Artifact, artifact_bytes, decode, read_metadata
+
+    spec = {"name": "rte", "template": template, "label_words": ["yes", "no"]}
+    with pytest.raises(ArtifactError, match=r"task spec of 'rte': template placeholder \{review"):
+        meta(task_spec=spec)
+    with unchecked_templates():  # as an older spp or another writer would have written it
+        data = artifact_bytes(Artifact(prompt=torch.zeros(2, 4), meta=meta(task_spec=spec, n_tokens=2, d_model=4)))
+    with pytest.raises(ArtifactError, match="template placeholder"):
+        decode(data)
+    path = tmp_path / "hostile.safetensors"
+    path.write_bytes(data)
+    with pytest.raises(ArtifactError, match="hostile.safetensors: task spec of 'rte': template placeholder"):
+        read_metadata(path)

@@ -43,7 +43,7 @@ def test_rte_glue_tsv(rte_tsv):
     assert train[1].fields == {"premise": 'He said "hi.', "hypothesis": "Nobody spoke."}  # stray quote kept
     assert train.texts[0] == "rte sentence1: A cat sat. sentence2: A cat sits."
     assert train.source == {"id": str(rte_tsv.resolve()), "config": None, "revision": None, "format": "tsv",
-                            "split": "train.tsv", "num_examples": 2}
+                            "split": "train.tsv", "hub_split": "train", "num_examples": 2}
     test = load_split("rte", "test", data_dir=rte_tsv)
     assert test.labels == [None] and not test.has_labels
     assert test.texts == ["rte sentence1: P. sentence2: H."]
@@ -93,6 +93,7 @@ def test_mnli_dev_matched_with_gold_label(tmp_path):
     write_tsv(tmp_path / "dev_mismatched.tsv", [header, row[:-1] + ["entailment"]])
     dev = load_split("mnli", "validation", data_dir=tmp_path)
     assert dev.source["split"] == "dev_matched.tsv" and dev.labels == [1]
+    assert dev.source["hub_split"] == "validation_matched"  # what a model card names, not the file
     assert dev.texts == ["mnli hypothesis: A cat is sitting. premise: The cat sat."]
     assert load_split("mnli", "train", data_dir=tmp_path).labels == [2]  # gold_label, not label1
 
@@ -264,6 +265,7 @@ def test_load_splits_holds_out_1000_train_examples_for_large_train(tmp_path):
     assert (len(train), len(val)) == (9_050, 1_000)
     assert set(train.texts).isdisjoint(val.texts) and len(set(train.texts) | set(val.texts)) == 10_050
     assert full["test"].texts == [f"sst2 sentence: d{i}" for i in range(8)]  # the official validation
+    assert (full["test"].source["hub_split"], val.source["hub_split"]) == ("validation", "train")
     assert (len(splits["train"]), len(splits["validation"]), len(splits["test"])) == (9_050, 5, 5)
     assert set(splits["validation"].texts) <= set(val.texts)
 
@@ -308,7 +310,7 @@ def test_hub_path_maps_rows_and_unlabeled_test(fake_hub):
     assert fake.calls == [("nyu-mll/glue", "mnli", "test_matched", None)]
     assert data.texts == ["mnli hypothesis: h premise: p"] and not data.has_labels
     assert data.source == {"id": "nyu-mll/glue", "config": "mnli", "revision": None, "format": "hub",
-                           "split": "test_matched", "num_examples": 1}
+                           "split": "test_matched", "hub_split": "test_matched", "num_examples": 1}
     fake_hub(rows=[{"paragraph": "P", "question": "Q", "answer": "A", "label": 1,
                     "idx": {"paragraph": 3, "question": 9, "answer": 0}}])
     assert load_split("multirc", "validation").groups == ["3/9"]

@@ -189,3 +189,20 @@ def test_source_column_falls_back_to_canonical_name():
     assert spec.source_column("tsv", "sentence1") == "#1 String"
     assert spec.source_column("hub", "sentence1") == "sentence1"
     assert get_task("multirc").source_column("hub", "question_id") == ("idx.paragraph", "idx.question")
+
+
+def test_stsb_float32_labels_land_in_the_tsv_bin():
+    """The Hub stores STS-B as float32 (2.3 arrives as 2.2999999523): every one-decimal score
+    0.0 .. 5.0 must land in the same 0.2 bin as the TSV's text, which is T5's np.round(x*5)/5."""
+    import numpy as np
+
+    spec = get_task("stsb")
+    for i in range(51):
+        text = f"{i / 10:.1f}"
+        hub_value = float(np.float32(i / 10))
+        label, target = spec.parse_label(hub_value, where="hub")
+        assert label == spec.parse_label(text, where="tsv")[0], text
+        assert float(spec.label_words[label]) == pytest.approx(np.round(float(text) * 5) / 5), text
+        assert target == float(text)
+    with pytest.raises(TaskInputError, match="not a finite number"):
+        spec.parse_label(float("nan"))
