@@ -15,11 +15,12 @@ from spp.cli import common
 from spp.cli.options import Aliases, JsonFlag, RegistryOpt, Ref, Tags
 
 
-def open_registry(path: Path | None):
-    """The registry at ``path`` (None: $SPP_HOME, else the per-user data dir)."""
+def open_registry(location: str | None):
+    """The registry at ``location``: a directory or postgresql://...?store=... (None: $SPP_REGISTRY,
+    else $SPP_HOME, else the per-user data dir)."""
     from spp.registry import Registry
 
-    return Registry(path)
+    return Registry(location)
 
 
 def _metric(value: float | None) -> str:
@@ -90,7 +91,7 @@ def show_cmd(ref: Ref, registry: RegistryOpt = None, json_out: JsonFlag = False)
     meta = artifact.meta
     details: dict[str, Any] = {
         **version.to_dict(),
-        "blob": str(reg.blob_path(version)),
+        "blob": reg.blob_location(version),
         "lineage": reg.lineage(version),
         "artifact": {
             "backbone_revision": meta.backbone_revision, "method_config": meta.method_config,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -48,12 +47,14 @@ def serve_cmd(
 
     --backbone must be the T5 the prompts were trained on (each prompt's fingerprint is checked).
     """
+    from spp.registry import Registry
     from spp.serve.settings import ServeSettings
 
+    Registry(registry, must_exist=True)  # a typo'd --registry is an error now, not an empty registry later
     settings = ServeSettings(
         backbone=backbone,
         revision=revision,
-        registry=Path(registry) if registry is not None else None,
+        registry=registry,
         tokenizer=tokenizer,
         preload=preload,
         host=host,

@@ -23,7 +23,7 @@ def _split_list(text: str | None) -> list[str]:
     return [x.strip() for x in (text or "").split(",") if x.strip()]
 
 
-def load_sources(refs: str | None, registry: Path | None) -> list[Any]:
+def load_sources(refs: str | None, registry: str | None) -> list[Any]:
     """TransferSource per reference, labelled ``name@version`` (registry) or the file name."""
     from spp.cli.sources import load_prompt_source
     from spp.prompts.transfer.compute import TransferError, TransferSource
