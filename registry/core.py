@@ -295,6 +295,14 @@ class Registry:
         return v
 
     # ------------------------------------------------------------------ maintenance
+    def migrate(self) -> tuple[str | None, str]:
+        """Upgrade the index schema in place; (revision before, revision after)."""
+        return self.index.migrate()
+
+    def registry_id(self) -> str | None:
+        """The random identity recorded when the index was created (schema revision 0002)."""
+        return self.index.meta("registry_id")
+
     def verify(self) -> list[tuple[Version, str]]:
         """Re-hash every blob the index refers to, in the store itself; (version, reason) for each bad one."""
         bad: list[tuple[Version, str]] = []

@@ -205,6 +205,7 @@ class FsspecBlobStore:
         return self.where(sha)
 
     def iter_blobs(self) -> Iterator[tuple[str, str]]:
+        self.fs.invalidate_cache()  # a listing cached before another host's writes would mislead gc
         try:
             found = self.fs.find(f"{self.base}/blobs")
         except FileNotFoundError:
