@@ -1,4 +1,5 @@
-"""spp CLI: the prompt registry (publish, list, show, alias set/rm, tag, deprecate, rm, verify, gc).
+"""spp CLI: the prompt registry (publish, list, show, alias set/rm, tag, deprecate, rm, verify, gc,
+registry migrate/copy).
 
 Registry errors are SppError subclasses, so the root app turns them into one line and exit 2;
 `spp verify` exits 1 when it finds corrupt blobs. Hub and PEFT sharing: :mod:`spp.cli.sharing`.
@@ -213,3 +214,36 @@ def gc_cmd(registry: RegistryOpt = None, json_out: JsonFlag = False) -> None:
     for path in removed:
         common.console.print(f"removed {path}", highlight=False)
     common.console.print(f"{len(removed)} file(s) removed")
+
+
+def migrate_cmd(registry: RegistryOpt = None, json_out: JsonFlag = False) -> None:
+    """Upgrade the registry's index schema in place (needed once for a shared registry after an
+    spp upgrade; a directory registry upgrades itself when opened)."""
+    reg = open_registry(registry)
+    before, after = reg.migrate()
+    if json_out:
+        common.print_json({"registry": reg.location.display, "from": before, "to": after})
+    elif before == after:
+        common.console.print(f"{reg.location.display}: schema already at revision {after}", highlight=False)
+    else:
+        common.console.print(f"{reg.location.display}: schema {before or 'empty'} -> {after}", highlight=False)
+
+
+def copy_cmd(
+    source: Annotated[str, typer.Argument(help="Registry to copy from (directory or postgresql://...).", show_default=False)],
+    destination: Annotated[str, typer.Argument(help="Registry to copy into.", show_default=False)],
+    json_out: JsonFlag = False,
+) -> None:
+    """Copy every version (same numbers), alias and tag from SOURCE into DESTINATION, checking
+    every blob's sha256; safe to run again after an interruption."""
+    from spp.registry.copy import copy_registry
+
+    src, dst = open_registry(source), open_registry(destination)
+    report = copy_registry(src, dst)
+    if json_out:
+        common.print_json(report.to_dict())
+        return
+    common.console.print(
+        f"copied {len(report.copied)} version(s) and {report.aliases} alias(es) from {src.location.display} "
+        f"to {dst.location.display}; {len(report.present)} already there", highlight=False,
+    )

@@ -251,6 +251,11 @@ class Index:
     def blob_refs(self, conn: Connection) -> set[str]:
         return set(conn.execute(select(V.c.sha256).distinct()).scalars())
 
+    def row_sha(self, conn: Connection, name: str, *, version: int | None = None, sha256: str | None = None) -> str | None:
+        """The sha256 of ``name``'s version with this number or this content, None if absent."""
+        where = V.c.version == version if version is not None else V.c.sha256 == sha256
+        return conn.execute(select(V.c.sha256).where(V.c.name == name, where)).scalar()
+
     def meta(self, key: str) -> str | None:
         with self.read() as conn:
             return conn.execute(select(meta_table.c.value).where(meta_table.c.key == key)).scalar()
