@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
 from sqlalchemy import Connection, and_, delete, exists, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
 from spp.registry.database import WRITE, make_engine, open_engine, unavailable, upgrade
 from spp.registry.errors import NotFoundError, RegistryError
@@ -122,13 +122,16 @@ class Index:
             if raw or isinstance(exc, IntegrityError):
                 raise
             raise self._error(exc) from None
+        except SQLAlchemyError as exc:  # e.g. no pooled connection came free in time
+            raise self._error(exc) from None
 
-    def _error(self, exc: DBAPIError) -> RegistryError:
+    def _error(self, exc: SQLAlchemyError) -> RegistryError:
         if self.location.shared:
             return unavailable(self.location.display, exc)
-        if "locked" in str(exc.orig):
+        reason = str(getattr(exc, "orig", None) or exc)
+        if "locked" in reason:
             return RegistryError(f"registry index {self.location.display} is busy: another process holds its write lock")
-        return RegistryError(f"registry index {self.location.display}: {' '.join(str(exc.orig).split())}")
+        return RegistryError(f"registry index {self.location.display}: {' '.join(reason.split())}")
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
