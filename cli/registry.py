@@ -247,3 +247,18 @@ def copy_cmd(
         f"copied {len(report.copied)} version(s) and {report.aliases} alias(es) from {src.location.display} "
         f"to {dst.location.display}; {len(report.present)} already there", highlight=False,
     )
+
+
+def rebuild_index_cmd(registry: RegistryOpt = None, json_out: JsonFlag = False) -> None:
+    """Rebuild a lost index from the blob store: every version under its own number (aliases,
+    tags and deprecation marks are not in the store). The index must be new and empty."""
+    reg = open_registry(registry)
+    rebuilt, skipped = reg.rebuild_index()
+    if json_out:
+        common.print_json({"rebuilt": rebuilt, "skipped": skipped})
+        return
+    for ref in skipped:
+        common.err_console.print(f"[bold red]skipped[/] {ref}: blob missing or corrupt", highlight=False)
+    common.console.print(f"rebuilt {len(rebuilt)} version(s) in {reg.location.display}", highlight=False)
+    if skipped:
+        raise typer.Exit(1)

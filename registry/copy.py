@@ -34,11 +34,14 @@ def copy_registry(src: Registry, dst: Registry) -> CopyReport:
     if src.location.display == dst.location.display or src.registry_id() == dst.registry_id():
         raise RegistryError(f"{src.location.display} and {dst.location.display} are the same registry")
     report = CopyReport()
+    dst.ledger.claim(dst.registry_id())
     versions = src.list()
     for v in versions:
         _copy_blob(src, dst, v)
         created = dst.index.transact(lambda conn, v=v: _adopt(dst, conn, v))
         (report.copied if created else report.present).append(v.ref)
+        if created:
+            dst.ledger.record(v.name, v.version, v.sha256, v.created_at)
     counters = src.index.counters()
     with dst.index.write() as conn:
         for v in versions:

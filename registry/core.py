@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 from spp.prompts.artifact.codec import canonical_bytes
 from spp.registry.errors import IntegrityError, PublishError, RegistryError
 from spp.registry.index import Index, Version, publish_row
+from spp.registry.ledger import Ledger
 from spp.registry.location import HOME_ENV, Location, default_root, parse_location
 from spp.registry.refs import Ref, check_alias, check_name, check_tags, parse_ref
 from spp.registry.store import BlobStore, open_store, sha256_bytes, stall_point
@@ -82,6 +83,7 @@ class Registry:
             self.store = open_store(self.location.store, self.location.display)  # type: ignore[arg-type]
             self.cache = BlobStore(Path(cache_dir).expanduser() if cache_dir else default_cache_dir())
         self.index = Index(self.location)
+        self.ledger = Ledger(self.store, self.location.display)
 
     def __repr__(self) -> str:
         return f"Registry({self.location.display!r})"
@@ -124,6 +126,7 @@ class Registry:
         aliases = [check_alias(a, error=PublishError) for a in aliases]
         tag_values = check_tags(tags or {}, error=PublishError)
         sha = sha256_bytes(data)
+        self.ledger.claim(self.registry_id())  # an index that lost its store's history must not write
         self._put(data, sha, label)
         stall_point("after-blob")
         row = publish_row(
@@ -136,6 +139,8 @@ class Registry:
             if not self.store.exists(sha):  # a concurrent gc/rm removed it: rewrite under the lock
                 self._put(data, sha, label)
             version, created = self.index.insert(conn, row)
+            if created:
+                self.ledger.check_number(name, version)
             self.index.set_tags(conn, name, version, tag_values)
             for alias in aliases:
                 self.index.set_alias(conn, name, alias, version)
@@ -143,6 +148,8 @@ class Registry:
             return self.index.get(conn, name, version), created
 
         result, created = self.index.transact(write)
+        if created:
+            self.ledger.record(name, result.version, sha, row["created_at"])
         log.info("%s %s (sha256 %s)", "published" if created else "already published as", result.ref, sha[:12])
         return result, created
 
@@ -292,6 +299,7 @@ class Registry:
             self.index.delete(conn, v.name, v.version)
             if v.sha256 not in self.index.blob_refs(conn):
                 self.store.remove(v.sha256)  # under the lock: no publish can be adopting it
+        self.ledger.record(v.name, v.version, v.sha256, v.created_at, removed=True)  # the number stays retired
         return v
 
     # ------------------------------------------------------------------ maintenance
@@ -329,6 +337,7 @@ class Registry:
     def gc(self, *, temp_grace_s: float = 3600.0) -> "list[Path | str]":
         """Remove blobs no version refers to, and temp files of writers dead for ``temp_grace_s``."""
         removed: list[Path | str] = []
+        self.ledger.claim(self.registry_id())  # never collect blobs on the word of a replaced index
         with self.index.write() as conn:  # the lock keeps publishers from adopting a blob we delete
             self.index.lock_blobs(conn, exclusive=True)
             referenced = self.index.blob_refs(conn)
@@ -341,6 +350,13 @@ class Registry:
             path.unlink(missing_ok=True)
             removed.append(path)
         return removed
+
+
+    def rebuild_index(self) -> tuple[list[str], list[str]]:
+        """Rebuild an empty index from the store's ledger (:func:`.ledger.rebuild_index`)."""
+        from spp.registry.ledger import rebuild_index
+
+        return rebuild_index(self)
 
 
 def _source_bytes(source: "str | os.PathLike[str] | Artifact | bytes") -> tuple[bytes, str]:

@@ -289,6 +289,10 @@ class Index:
         self.raise_counter(conn, version.name, version.version)
         conn.execute(V.insert().values(version_row(vars(version))))
 
+    def set_meta(self, conn: Connection, key: str, value: str) -> None:
+        stmt = self._upsert()(meta_table).values(key=key, value=value)
+        conn.execute(stmt.on_conflict_do_update(index_elements=["key"], set_={"value": value}))
+
     def set_alias(self, conn: Connection, name: str, alias: str, version: int) -> None:
         # One UPSERT: readers see the old target or the new one, never neither.
         stmt = self._upsert()(A).values(name=name, alias=alias, version=version)

@@ -121,6 +121,22 @@ class BlobStore:
             return None
         return path
 
+    # Small documents beside the blobs (the ledger: spp.registry.ledger), by relative key.
+    def get_doc(self, key: str) -> bytes | None:
+        try:
+            return (self.root / key).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def put_doc(self, key: str, data: bytes) -> None:
+        atomic_write(self.root / key, data, tmp_dir=self.tmp_dir)
+
+    def list_docs(self, prefix: str) -> list[str]:
+        base = self.root / prefix
+        if not base.is_dir():
+            return []
+        return sorted(p.relative_to(self.root).as_posix() for p in base.rglob("*") if p.is_file())
+
     def iter_blobs(self) -> Iterator[tuple[str, Path]]:
         """(sha256, path) of every file that looks like a blob."""
         if not self.blob_dir.is_dir():
@@ -203,6 +219,24 @@ class FsspecBlobStore:
         except FileNotFoundError:
             return None
         return self.where(sha)
+
+    def get_doc(self, key: str) -> bytes | None:
+        try:
+            return self.fs.cat_file(f"{self.base}/{key}")
+        except FileNotFoundError:
+            return None
+
+    def put_doc(self, key: str, data: bytes) -> None:
+        self.fs.pipe_file(f"{self.base}/{key}", data)
+
+    def list_docs(self, prefix: str) -> list[str]:
+        self.fs.invalidate_cache()
+        try:
+            found = self.fs.find(f"{self.base}/{prefix}")
+        except FileNotFoundError:
+            return []
+        start = len(self.fs._strip_protocol(self.base).rstrip("/")) + 1
+        return sorted(self.fs._strip_protocol(k)[start:] for k in found)
 
     def iter_blobs(self) -> Iterator[tuple[str, str]]:
         self.fs.invalidate_cache()  # a listing cached before another host's writes would mislead gc
