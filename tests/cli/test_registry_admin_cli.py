@@ -95,3 +95,9 @@ def test_bad_registry_locations_are_one_line_with_the_password_masked(case: str,
     assert line.startswith("error:") and fragment in line and "hunter2" not in result.output
     assert url.replace("hunter2", "***").split("?")[0] in line
     assert "Traceback" not in result.output and not (tmp_path / "mysql:").exists()
+
+
+def test_serve_refuses_a_registry_directory_that_does_not_exist(tmp_path: Path) -> None:
+    result = spp("serve", "--registry", str(tmp_path / "typo"), "--backbone", "random:t5-small", code=2)
+    assert "registry directory" in result.output and "does not exist" in result.output
+    assert not (tmp_path / "typo").exists()
