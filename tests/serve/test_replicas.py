@@ -63,12 +63,23 @@ def _start_nginx(prefix: Path, replicas: list[int], port: int) -> subprocess.Pop
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+@pytest.fixture(scope="module")
+def backbone(tmp_path_factory: pytest.TempPathFactory):
+    """An untrained tiny T5 (model + tokenizer on disk): this test checks routing, versions and
+    outages, not prediction quality, so it skips the pretraining of the shared fixture."""
+    from spp.prompts.backbone import load_backbone
+    from spp.prompts.demo.toy import make_tiny_backbone_dir
+
+    folder = make_tiny_backbone_dir(tmp_path_factory.mktemp("untrained-t5") / "model", steps=0)
+    return folder, load_backbone(str(folder), device="cpu")
+
+
 def _predict(base: str, ref: str) -> httpx.Response:
     return httpx.post(f"{base}/predict", params={"task": ref}, json=REVIEW, timeout=30)
 
 
-def test_replicas_behind_nginx_share_one_postgres_registry(postgres, tiny_backbone, tiny_backbone_dir, kit,
-                                                           tmp_path: Path) -> None:
+def test_replicas_behind_nginx_share_one_postgres_registry(postgres, backbone, kit, tmp_path: Path) -> None:
+    tiny_backbone_dir, tiny_backbone = backbone
     url = postgres.url(postgres.create_database(), store=f"file://{tmp_path / 'store'}")
     publisher = Registry(url, cache_dir=tmp_path / "publisher-cache")
     publisher.publish(kit.make_artifact(tiny_backbone, "sentiment", seed=1), aliases=["prod"])
