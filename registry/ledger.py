@@ -44,15 +44,27 @@ class Ledger:
         self.store = store
         self.display = display
 
+    def _get(self, key: str) -> bytes | None:
+        try:
+            return self.store.get_doc(key)
+        except (OSError, ValueError) as exc:  # unreadable store: one line naming it
+            raise RegistryError(f"cannot read the blob store of {self.display}: {_reason(exc)}") from None
+
+    def _put(self, key: str, data: bytes) -> None:
+        try:
+            self.store.put_doc(key, data)
+        except (OSError, ValueError) as exc:  # read-only or unreachable store
+            raise RegistryError(f"cannot store {key} in {self.display}: {_reason(exc)}") from None
+
     def identity(self) -> str | None:
-        raw = self.store.get_doc(IDENTITY)
+        raw = self._get(IDENTITY)
         return None if raw is None else json.loads(raw)["registry_id"]
 
     def claim(self, registry_id: str | None) -> None:
         """Check that the index (``registry_id``) belongs to this store; the first one claims it."""
         found = self.identity()
         if found is None and registry_id is not None:
-            self.store.put_doc(IDENTITY, json.dumps({"registry_id": registry_id}).encode())
+            self._put(IDENTITY, json.dumps({"registry_id": registry_id}).encode())
         elif found != registry_id:
             raise MismatchError(
                 f"the index of {self.display} does not belong to its blob store (index {registry_id}, "
@@ -62,7 +74,7 @@ class Ledger:
 
     def check_number(self, name: str, version: int) -> None:
         """Refuse to hand out ``name@version`` again: the ledger has already seen it."""
-        if self.store.get_doc(f"{VERSIONS}/{name}/{version}.json") is not None:
+        if self._get(f"{VERSIONS}/{name}/{version}.json") is not None:
             raise MismatchError(
                 f"the index of {self.display} is behind its blob store: {name}@{version} was already "
                 "published; the index was restored from an old copy or replaced. Run "
@@ -71,16 +83,21 @@ class Ledger:
 
     def record(self, name: str, version: int, sha256: str, created_at: str, *, removed: bool = False) -> None:
         doc = {"sha256": sha256, "created_at": created_at, "removed": removed}
-        self.store.put_doc(f"{VERSIONS}/{name}/{version}.json", json.dumps(doc, sort_keys=True).encode())
+        self._put(f"{VERSIONS}/{name}/{version}.json", json.dumps(doc, sort_keys=True).encode())
 
     def records(self) -> dict[str, dict[int, dict[str, Any]]]:
         """name -> version -> record, for every version this store has seen."""
         out: dict[str, dict[int, dict[str, Any]]] = {}
         for key in self.store.list_docs(VERSIONS):
             name, leaf = key[len(VERSIONS) + 1 :].rsplit("/", 1)
-            if leaf.endswith(".json") and leaf[:-5].isdigit():
-                out.setdefault(name, {})[int(leaf[:-5])] = json.loads(self.store.get_doc(key))
+            raw = self._get(key) if leaf.endswith(".json") and leaf[:-5].isdigit() else None
+            if raw is not None:
+                out.setdefault(name, {})[int(leaf[:-5])] = json.loads(raw)
         return out
+
+
+def _reason(exc: BaseException) -> str:
+    return getattr(exc, "strerror", None) or " ".join(str(exc).split())
 
 
 def rebuild_index(reg: "Registry") -> tuple[list[str], list[str]]:

@@ -87,7 +87,7 @@ def test_bad_registry_locations_are_one_line_with_the_password_masked(case: str,
         "unreachable": (f"postgresql://spp:hunter2@127.0.0.1:{_free_port()}/x?store=file:///tmp/s", "is unavailable"),
         "wrong-password": (postgres.url(db, password="hunter2", store="file:///tmp/s"), "password authentication failed"),
         "unknown-scheme": ("mysql://spp:hunter2@127.0.0.1/x", "unsupported registry location"),
-        "unwritable-store": (postgres.url(db, store=f"file://{blocker}/store"), "cannot store"),
+        "unwritable-store": (postgres.url(db, store=f"file://{blocker}/store"), "Not a directory"),
     }[case]
     monkeypatch.chdir(tmp_path)
     result = spp("publish", _file(tmp_path, "rte", 1), "--registry", url, code=2)
