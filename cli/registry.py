@@ -217,8 +217,10 @@ def gc_cmd(registry: RegistryOpt = None, json_out: JsonFlag = False) -> None:
 
 
 def migrate_cmd(registry: RegistryOpt = None, json_out: JsonFlag = False) -> None:
-    """Upgrade the registry's index schema in place (needed once for a shared registry after an
-    spp upgrade; a directory registry upgrades itself when opened)."""
+    """Upgrade the registry's index schema in place.
+
+    Needed once for a shared registry after an spp upgrade; a directory registry upgrades
+    itself when opened."""
     reg = open_registry(registry)
     before, after = reg.migrate()
     if json_out:
@@ -234,8 +236,9 @@ def copy_cmd(
     destination: Annotated[str, typer.Argument(help="Registry to copy into.", show_default=False)],
     json_out: JsonFlag = False,
 ) -> None:
-    """Copy every version (same numbers), alias and tag from SOURCE into DESTINATION, checking
-    every blob's sha256; safe to run again after an interruption."""
+    """Copy every version (same numbers), alias and tag from SOURCE into DESTINATION.
+
+    Every blob's sha256 is checked on both sides; safe to run again after an interruption."""
     from spp.registry.copy import copy_registry
 
     src, dst = open_registry(source), open_registry(destination)
@@ -250,8 +253,10 @@ def copy_cmd(
 
 
 def rebuild_index_cmd(registry: RegistryOpt = None, json_out: JsonFlag = False) -> None:
-    """Rebuild a lost index from the blob store: every version under its own number (aliases,
-    tags and deprecation marks are not in the store). The index must be new and empty."""
+    """Rebuild a lost index from the blob store's ledger (the index must be new and empty).
+
+    Every version comes back under its own number; aliases, tags and deprecation marks live
+    only in the index and are not restored."""
     reg = open_registry(registry)
     rebuilt, skipped = reg.rebuild_index()
     if json_out:

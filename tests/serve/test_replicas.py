@@ -107,7 +107,7 @@ def test_replicas_behind_nginx_share_one_postgres_registry(postgres, backbone, k
 
         postgres.stop()
         try:
-            for ref in ("sentiment@1", "sentiment@2") * 2:  # loaded on both replicas; round robin reaches both
+            for ref in ("sentiment@1", "sentiment@1", "sentiment@2", "sentiment@2"):  # round robin: each on both
                 r = _predict(lb, ref)
                 assert r.status_code == 200 and r.json()["prompt"] == ref
             for ref in ("sentiment@prod", "sentiment", "sentiment@3"):  # need the index, or never loaded
