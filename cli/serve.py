@@ -47,10 +47,8 @@ def serve_cmd(
 
     --backbone must be the T5 the prompts were trained on (each prompt's fingerprint is checked).
     """
-    from spp.registry import Registry
     from spp.serve.settings import ServeSettings
 
-    Registry(registry, must_exist=True)  # a typo'd --registry is an error now, not an empty registry later
     settings = ServeSettings(
         backbone=backbone,
         revision=revision,

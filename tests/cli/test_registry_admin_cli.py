@@ -98,6 +98,10 @@ def test_bad_registry_locations_are_one_line_with_the_password_masked(case: str,
 
 
 def test_serve_refuses_a_registry_directory_that_does_not_exist(tmp_path: Path) -> None:
-    result = spp("serve", "--registry", str(tmp_path / "typo"), "--backbone", "random:t5-small", code=2)
+    from spp.prompts.demo.toy import make_tiny_backbone_dir
+
+    model = make_tiny_backbone_dir(tmp_path / "model", steps=0)  # untrained: the server stops before using it
+    result = spp("serve", "--registry", str(tmp_path / "typo"), "--backbone", str(model), "--device", "cpu",
+                 "--port", "1", code=2)
     assert "registry directory" in result.output and "does not exist" in result.output
-    assert not (tmp_path / "typo").exists()
+    assert "Traceback" not in result.output and not (tmp_path / "typo").exists()
