@@ -64,6 +64,12 @@ app.command("deprecate")(registry.deprecate_cmd)
 app.command("rm")(registry.rm_cmd)
 app.command("verify")(registry.verify_cmd)
 app.command("gc")(registry.gc_cmd)
+registry_app = typer.Typer(help="Registry administration: schema migrations, copies, rebuilding a lost index.",
+                           no_args_is_help=True)
+registry_app.command("migrate")(registry.migrate_cmd)
+registry_app.command("copy")(registry.copy_cmd)
+registry_app.command("rebuild-index")(registry.rebuild_index_cmd)
+app.add_typer(registry_app, name="registry")
 
 # Sharing: Hub repos and PEFT adapters (spp.cli.sharing)
 app.command("push")(sharing.push_cmd)

@@ -17,8 +17,12 @@ DEFAULT_BACKBONE = "google/t5-base-lm-adapt"  # the paper's; `spp train`, `spp m
 # --- output and registry ----------------------------------------------------------------------
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
 RegistryOpt = Annotated[
-    Optional[Path],
-    typer.Option("--registry", help="Registry directory (default: $SPP_HOME, else a per-user data dir).", show_default=False),
+    Optional[str],
+    typer.Option(
+        "--registry", envvar="SPP_REGISTRY", show_default=False,
+        help="Registry: a directory, or postgresql://USER@HOST:PORT/DB?store=STORE_URL for one shared by many "
+        "hosts (password from PGPASSWORD or ~/.pgpass) \\[default: $SPP_REGISTRY, else $SPP_HOME, else a per-user dir].",
+    ),
 ]
 
 # --- registry references and labels -------------------------------------------------------------

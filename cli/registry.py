@@ -1,4 +1,5 @@
-"""spp CLI: the prompt registry (publish, list, show, alias set/rm, tag, deprecate, rm, verify, gc).
+"""spp CLI: the prompt registry (publish, list, show, alias set/rm, tag, deprecate, rm, verify, gc,
+registry migrate/copy).
 
 Registry errors are SppError subclasses, so the root app turns them into one line and exit 2;
 `spp verify` exits 1 when it finds corrupt blobs. Hub and PEFT sharing: :mod:`spp.cli.sharing`.
@@ -15,11 +16,12 @@ from spp.cli import common
 from spp.cli.options import Aliases, JsonFlag, RegistryOpt, Ref, Tags
 
 
-def open_registry(path: Path | None):
-    """The registry at ``path`` (None: $SPP_HOME, else the per-user data dir)."""
+def open_registry(location: str | None):
+    """The registry at ``location``: a directory or postgresql://...?store=... (None: $SPP_REGISTRY,
+    else $SPP_HOME, else the per-user data dir)."""
     from spp.registry import Registry
 
-    return Registry(path)
+    return Registry(location)
 
 
 def _metric(value: float | None) -> str:
@@ -90,7 +92,7 @@ def show_cmd(ref: Ref, registry: RegistryOpt = None, json_out: JsonFlag = False)
     meta = artifact.meta
     details: dict[str, Any] = {
         **version.to_dict(),
-        "blob": str(reg.blob_path(version)),
+        "blob": reg.blob_location(version),
         "lineage": reg.lineage(version),
         "artifact": {
             "backbone_revision": meta.backbone_revision, "method_config": meta.method_config,
@@ -219,3 +221,56 @@ def gc_cmd(
     for path in removed:
         common.console.print(f"removed {path}", highlight=False)
     common.console.print(f"{len(removed)} file(s) removed")
+
+
+def migrate_cmd(registry: RegistryOpt = None, json_out: JsonFlag = False) -> None:
+    """Upgrade the registry's index schema in place.
+
+    Needed once for a shared registry after an spp upgrade; a directory registry upgrades
+    itself when opened."""
+    reg = open_registry(registry)
+    before, after = reg.migrate()
+    if json_out:
+        common.print_json({"registry": reg.location.display, "from": before, "to": after})
+    elif before == after:
+        common.console.print(f"{reg.location.display}: schema already at revision {after}", highlight=False)
+    else:
+        common.console.print(f"{reg.location.display}: schema {before or 'empty'} -> {after}", highlight=False)
+
+
+def copy_cmd(
+    source: Annotated[str, typer.Argument(help="Registry to copy from (directory or postgresql://...).", show_default=False)],
+    destination: Annotated[str, typer.Argument(help="Registry to copy into.", show_default=False)],
+    json_out: JsonFlag = False,
+) -> None:
+    """Copy every version (same numbers), alias and tag from SOURCE into DESTINATION.
+
+    Every blob's sha256 is checked on both sides; safe to run again after an interruption."""
+    from spp.registry.copy import copy_registry
+
+    src, dst = open_registry(source), open_registry(destination)
+    report = copy_registry(src, dst)
+    if json_out:
+        common.print_json(report.to_dict())
+        return
+    common.console.print(
+        f"copied {len(report.copied)} version(s) and {report.aliases} alias(es) from {src.location.display} "
+        f"to {dst.location.display}; {len(report.present)} already there", highlight=False,
+    )
+
+
+def rebuild_index_cmd(registry: RegistryOpt = None, json_out: JsonFlag = False) -> None:
+    """Rebuild a lost index from the blob store's ledger (the index must be new and empty).
+
+    Every version comes back under its own number; aliases, tags and deprecation marks live
+    only in the index and are not restored."""
+    reg = open_registry(registry)
+    rebuilt, skipped = reg.rebuild_index()
+    if json_out:
+        common.print_json({"rebuilt": rebuilt, "skipped": skipped})
+        return
+    for ref in skipped:
+        common.err_console.print(f"[bold red]skipped[/] {ref}: blob missing or corrupt", highlight=False)
+    common.console.print(f"rebuilt {len(rebuilt)} version(s) in {reg.location.display}", highlight=False)
+    if skipped:
+        raise typer.Exit(1)

@@ -81,7 +81,7 @@ def serve_cmd(
     settings = ServeSettings(
         backbone=backbone,
         revision=revision,
-        registry=Path(registry) if registry is not None else None,
+        registry=registry,
         tokenizer=tokenizer,
         preload=preload,
         host=host,

@@ -11,7 +11,7 @@ from spp.prompts.backbone import Backbone
 from spp.prompts.errors import SppError
 
 
-def load_prompt_source(source: str, registry: Path | None) -> tuple[Artifact, str]:
+def load_prompt_source(source: str, registry: str | None) -> tuple[Artifact, str]:
     """(artifact, label): a path ending in .safetensors is a file, anything else a registry ref."""
     if source.endswith(".safetensors") or Path(source).is_file():
         return load_artifact(source), source
@@ -21,7 +21,7 @@ def load_prompt_source(source: str, registry: Path | None) -> tuple[Artifact, st
     return artifact, version.ref
 
 
-def resolve_init(source: str | None, backbone: Backbone, registry: Path | None) -> tuple[torch.Tensor | None, str | None]:
+def resolve_init(source: str | None, backbone: Backbone, registry: str | None) -> tuple[torch.Tensor | None, str | None]:
     """SPoT initialisation: the source prompt (checked against the backbone) and its label."""
     if not source:
         return None, None
@@ -30,7 +30,7 @@ def resolve_init(source: str | None, backbone: Backbone, registry: Path | None) 
     return artifact.prompt, label
 
 
-def resolve_sources(sources: str | None, backbone: Backbone, registry: Path | None) -> torch.Tensor | None:
+def resolve_sources(sources: str | None, backbone: Backbone, registry: str | None) -> torch.Tensor | None:
     """ATTEMPT's source prompts as one (k, n, e) tensor; all must share n."""
     if not sources:
         return None

@@ -125,7 +125,7 @@ def _init_source(method: str, options: dict[str, Any], init_from: str | None) ->
 
 
 def _start_prompts(bb: Any, options: dict[str, Any], init_from: str | None, sources: str | None,
-                   registry: Path | None) -> tuple[Any, Any, str | None]:
+                   registry: str | None) -> tuple[Any, Any, str | None]:
     """(init prompt, ATTEMPT source tensor, parent): n_tokens follows them unless given."""
     from spp.cli.sources import resolve_init, resolve_sources
 
@@ -149,7 +149,7 @@ def _parse_options(items: list[str]) -> dict[str, Any]:
     return values
 
 
-def _publish(path: Path, registry: Path | None, alias: str | None) -> str:
+def _publish(path: Path, registry: str | None, alias: str | None) -> str:
     from spp.registry import Registry
 
     version, _ = Registry(registry).publish(path, aliases=[alias] if alias else ())

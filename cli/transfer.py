@@ -23,7 +23,7 @@ def _split_list(text: str | None) -> list[str]:
     return [x.strip() for x in (text or "").split(",") if x.strip()]
 
 
-def load_sources(refs: str | None, registry: Path | None) -> list[Any]:
+def load_sources(refs: str | None, registry: str | None) -> list[Any]:
     """TransferSource per reference, labelled ``name@version`` (registry) or the file name."""
     from spp.cli.sources import load_prompt_source
     from spp.prompts.transfer.compute import TransferError, TransferSource
@@ -158,7 +158,7 @@ def _print_matrix(result: Any) -> None:
 def _recommend(task: str, sources: list[Any], *, data_dir: Path | None, steps: int, by: str, seed: int,
                out: Path | None, bb_args: tuple, json_out: bool) -> None:
     from spp.cli.progress import TrainProgress
-    from spp.prompts.transfer import TransferError, check_sources, load_target, rank_by_similarity, resolve_task
+    from spp.prompts.transfer import check_sources, load_target, rank_by_similarity, resolve_task
     from spp.prompts.transfer import train_probe
 
     check_sources(sources, minimum=1)  # one backbone for all candidates

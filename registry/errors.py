@@ -19,3 +19,9 @@ class IntegrityError(RegistryError):
 
 class PublishError(RegistryError):
     """An artifact was refused at publish time (invalid file, metadata, values or name)."""
+
+
+class UnavailableError(RegistryError):
+    """The index database cannot be reached or refused us (server down, wrong credentials).
+
+    Transient from a client's point of view: the server answers 503, never 500 or 404."""

@@ -1,132 +1,52 @@
-"""The SQLite index: versions, aliases and tags of every published prompt.
+"""The index: versions, aliases and tags of every published prompt, on SQLite or PostgreSQL.
 
-WAL mode lets readers (a server resolving ``rte@prod`` per request) run while a publish
-writes. Every write is one ``BEGIN IMMEDIATE`` transaction: it takes the database's write
-lock before reading, so two publishers can never both read "last version = 4" and both
-write 5; the loser waits (busy_timeout) and then sees 5. ``names.last_version`` is a
-counter that only grows, so a removed version number is never handed out again: ``rte@3``
-means one content forever.
+One SQLAlchemy Core implementation serves both databases (the tables: :mod:`.schema`; engines
+and migrations: :mod:`.database`). Every write is one transaction that takes the name's
+counter row first (``SELECT ... FOR UPDATE`` on PostgreSQL; ``BEGIN IMMEDIATE`` holds the whole
+file on SQLite), so two publishers can never both read "last version = 4" and both write 5:
+the second waits, then sees 5. ``names.last_version`` only grows, so a removed version number
+is never handed out again: ``rte@3`` means one content forever. A transaction that loses a
+race anyway (a unique-key conflict, a PostgreSQL deadlock or serialization failure) is rolled
+back whole and retried, so a conflict never leaves a gap.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import os
-import sqlite3
-import threading
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
 
-from spp.prompts.artifact.meta import ArtifactMeta, IndexedMeta, indexed_fields
+from sqlalchemy import Connection, and_, delete, exists, func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
+
+from spp.registry.database import WRITE, make_engine, open_engine, unavailable, upgrade
 from spp.registry.errors import NotFoundError, RegistryError
+from spp.registry.location import Location
 from spp.registry.refs import Ref
+from spp.registry.schema import (
+    Version,
+    aliases_table as A,
+    meta_table,
+    names_table as N,
+    publish_row,
+    row_to_version,
+    tags_table as T,
+    version_row,
+    versions_table as V,
+)
 
-SCHEMA_VERSION = 1
-BUSY_TIMEOUT_MS = 60_000
+__all__ = ["Index", "Version", "publish_row"]
+
+log = logging.getLogger(__name__)
+R = TypeVar("R")
 _SHOW_MAX = 20  # how many known names/versions an error message lists
-
-# The versions table: the registry's own columns around one column per indexed artifact
-# field. The indexed fields are declared once, on spp.prompts.artifact.IndexedMeta; the
-# CREATE TABLE, the column list, the publish row and Version are all derived from them.
-_HEAD = (("name", "TEXT NOT NULL REFERENCES names(name)"), ("version", "INTEGER NOT NULL"), ("sha256", "TEXT NOT NULL"))
-_TAIL = (
-    ("main_metric", "REAL"),
-    ("created_at", "TEXT NOT NULL"),
-    ("deprecated", "INTEGER NOT NULL DEFAULT 0"),
-    ("size", "INTEGER NOT NULL"),
-)
-_SQL_TYPES = {"str": "TEXT", "int": "INTEGER", "float": "REAL", "bool": "INTEGER"}
-
-
-def _indexed_columns() -> tuple[tuple[str, str], ...]:
-    """(name, SQL type) of each IndexedMeta field; dict/list fields are stored as JSON text."""
-    out = []
-    for f in indexed_fields():
-        annotation = str(f.type)
-        nullable = "None" in annotation
-        base = annotation.replace("| None", "").strip()
-        sql = "TEXT" if base.startswith(("dict", "list")) else _SQL_TYPES[base]
-        out.append((f.name, sql if nullable else f"{sql} NOT NULL"))
-    return tuple(out)
-
-
-_INDEXED = _indexed_columns()
-_JSON_COLUMNS = frozenset(f.name for f in indexed_fields() if str(f.type).startswith(("dict", "list")))
-_COLUMN_NAMES = tuple(name for name, _ in _HEAD + _INDEXED + _TAIL)
-_COLUMNS = ", ".join(_COLUMN_NAMES)
-_VERSIONS_TABLE = (
-    "CREATE TABLE IF NOT EXISTS versions (\n    "
-    + ",\n    ".join(f"{name} {sql}" for name, sql in _HEAD + _INDEXED + _TAIL)
-    + ",\n    PRIMARY KEY (name, version),\n    UNIQUE (name, sha256)\n)"
-)
-_SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS names (name TEXT PRIMARY KEY, last_version INTEGER NOT NULL);
-{_VERSIONS_TABLE};
-CREATE INDEX IF NOT EXISTS versions_sha256 ON versions (sha256);
-CREATE TABLE IF NOT EXISTS aliases (
-    name TEXT NOT NULL,
-    alias TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    PRIMARY KEY (name, alias),
-    FOREIGN KEY (name, version) REFERENCES versions (name, version)
-);
-CREATE INDEX IF NOT EXISTS aliases_target ON aliases (name, version);
-CREATE TABLE IF NOT EXISTS tags (
-    name TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    key TEXT NOT NULL,
-    value TEXT NOT NULL,
-    PRIMARY KEY (name, version, key),
-    FOREIGN KEY (name, version) REFERENCES versions (name, version) ON DELETE CASCADE
-);
-"""
-
-
-@dataclass(kw_only=True)
-class Version(IndexedMeta):
-    """One immutable published version, as the index records it: the artifact's indexed
-    metadata (:class:`~spp.prompts.artifact.IndexedMeta`) plus the registry's own fields."""
-
-    name: str
-    version: int
-    sha256: str
-    size: int = 0
-    main_metric: float | None = None
-    created_at: str = ""
-    deprecated: bool = False
-    aliases: tuple[str, ...] = ()
-    tags: dict[str, str] = field(default_factory=dict)
-
-    def __hash__(self) -> int:  # dict fields are not hashable; identity is (name, version, content)
-        return hash((self.name, self.version, self.sha256))
-
-    @property
-    def ref(self) -> str:
-        return f"{self.name}@{self.version}"
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able form (CLI ``--json``, server responses)."""
-        out = asdict(self)
-        out["aliases"] = list(self.aliases)
-        out["ref"] = self.ref
-        return out
-
-
-def _row_to_version(row: Sequence[Any], aliases: Sequence[str], tags: Mapping[str, str]) -> Version:
-    values = dict(zip(_COLUMN_NAMES, row))
-    for name in _JSON_COLUMNS:
-        values[name] = json.loads(values[name])
-    values["deprecated"] = bool(values["deprecated"])
-    return Version(**values, aliases=tuple(sorted(aliases)), tags=dict(tags))
-
-
-def publish_row(meta: ArtifactMeta, *, name: str, sha256: str, size: int, created_at: str) -> dict[str, Any]:
-    """The index row of a new version of ``meta`` (everything but the version number)."""
-    return dict(meta.indexed(), name=name, sha256=sha256, size=size, created_at=created_at, main_metric=meta.main_metric)
+_RETRIES = 8
+_RETRY_PGCODES = {"40001", "40P01"}  # serialization failure, deadlock detected
+_BLOB_LOCK = 0x5370_7042  # PostgreSQL advisory lock id ("SppB") between publish and gc
 
 
 def _listing(items: Sequence[Any]) -> str:
@@ -134,123 +54,173 @@ def _listing(items: Sequence[Any]) -> str:
     return shown + (f", ... ({len(items)} in all)" if len(items) > _SHOW_MAX else "") if items else "none"
 
 
+def _retryable(exc: DBAPIError) -> bool:
+    if isinstance(exc, IntegrityError):
+        return True
+    code = getattr(exc.orig, "sqlstate", None)
+    return code in _RETRY_PGCODES or "locked" in str(exc.orig)
+
+
 class Index:
-    """Thread- and process-safe access to ``index.sqlite`` (one connection per thread and pid)."""
+    """Process- and thread-safe access to one registry's index (a pooled engine per process)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._local = threading.local()
+    def __init__(self, location: Location) -> None:
+        self.location = location
+        self._engine = None
+        self._pid = os.getpid()
 
-    # ---------------------------------------------------------------- connections
-    def conn(self) -> sqlite3.Connection:
-        cached = getattr(self._local, "conn", None)
-        if cached is not None and cached[0] == os.getpid():
-            return cached[1]
-        conn = self._open()
-        self._local.conn = (os.getpid(), conn)
-        return conn
+    @property
+    def engine(self):
+        if self._engine is not None and self._pid != os.getpid():
+            self._engine.dispose(close=False)  # a pool inherited through fork: never reuse its sockets
+            self._engine = None
+        if self._engine is None:
+            self._engine = open_engine(self.location)
+            self._pid = os.getpid()
+        return self._engine
 
-    def _open(self) -> sqlite3.Connection:
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def migrate(self) -> tuple[str | None, str]:
+        """Upgrade the schema to this spp's head revision; (revision before, revision after)."""
+        engine = make_engine(self.location)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise RegistryError(f"cannot create registry directory {self.path.parent}: {exc.strerror}") from None
-        try:
-            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
-            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            _retry_locked(lambda: conn.execute("PRAGMA journal_mode = WAL"))
-            conn.execute("PRAGMA synchronous = FULL")  # a reported publish survives power loss
-            conn.execute("PRAGMA foreign_keys = ON")
-            _ensure_schema(conn)
-        except sqlite3.DatabaseError as exc:
-            raise RegistryError(f"cannot open registry index {self.path}: {exc}") from None
-        return conn
+            return upgrade(engine, self.location.display)
+        except DBAPIError as exc:
+            raise self._error(exc) from None
+        finally:
+            engine.dispose()
+
+    def lock_blobs(self, conn: Connection, *, exclusive: bool) -> None:
+        """Publishers (shared) and gc/rm (exclusive) exclude each other, so gc can never delete
+        a blob that a publish is about to index. SQLite's write lock already does this."""
+        if self.dialect == "postgresql":
+            fn = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+            conn.execute(select(getattr(func, fn)(_BLOB_LOCK)))
+
+    def counters(self) -> dict[str, int]:
+        """name -> the highest version number ever allocated (removed ones included)."""
+        with self.read() as conn:
+            return dict(conn.execute(select(N.c.name, N.c.last_version)).all())
 
     def close(self) -> None:
-        cached = getattr(self._local, "conn", None)
-        if cached is not None and cached[0] == os.getpid():
-            cached[1].close()
-        self._local.conn = None
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
 
+    # ---------------------------------------------------------------- transactions
     @contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction holding the database write lock from its first statement."""
-        conn = self.conn()
-        with _transaction(conn):
-            yield conn
-
-    @contextmanager
-    def read(self) -> Iterator[sqlite3.Connection]:
-        """A consistent snapshot across several queries (WAL readers never block writers)."""
-        conn = self.conn()
-        conn.execute("BEGIN")
+    def _connect(self, *, raw: bool = False, **options: Any) -> Iterator[Connection]:
+        """A connection in a transaction; driver errors become one-line RegistryErrors unless
+        ``raw`` (the retry loop needs them) or a conflict (IntegrityError, for ``write``)."""
         try:
+            with self.engine.connect().execution_options(**options) as conn, conn.begin():
+                yield conn
+        except DBAPIError as exc:
+            if raw or isinstance(exc, IntegrityError):
+                raise
+            raise self._error(exc) from None
+        except SQLAlchemyError as exc:  # e.g. no pooled connection came free in time
+            raise self._error(exc) from None
+
+    def _error(self, exc: SQLAlchemyError) -> RegistryError:
+        if self.location.shared:
+            return unavailable(self.location.display, exc)
+        reason = str(getattr(exc, "orig", None) or exc)
+        if "locked" in reason:
+            return RegistryError(f"registry index {self.location.display} is busy: another process holds its write lock")
+        return RegistryError(f"registry index {self.location.display}: {' '.join(reason.split())}")
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """One write transaction (SQLite: holding the write lock from its first statement)."""
+        try:
+            with self._connect(**WRITE) as conn:
+                yield conn
+        except IntegrityError as exc:
+            raise self._error(exc) from None
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """One read transaction (WAL readers never block writers; PostgreSQL's MVCC likewise)."""
+        with self._connect() as conn:
             yield conn
-        finally:
-            if conn.in_transaction:
-                conn.execute("COMMIT")
+
+    def transact(self, fn: Callable[[Connection], R]) -> R:
+        """Run ``fn`` in one write transaction; retried whole when it loses a race."""
+        for attempt in range(_RETRIES):
+            try:
+                with self._connect(raw=True, **WRITE) as conn:
+                    return fn(conn)
+            except DBAPIError as exc:
+                if not _retryable(exc) or attempt == _RETRIES - 1:
+                    raise self._error(exc) from None
+                log.info("index transaction conflicted (%s); retrying", type(exc.orig).__name__)
+                time.sleep(0.01 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def _upsert(self):
+        return pg_insert if self.dialect == "postgresql" else sqlite_insert
 
     # ---------------------------------------------------------------- lookups
-    def find(self, conn: sqlite3.Connection, ref: Ref) -> Version:
+    def find(self, conn: Connection, ref: Ref) -> Version:
         """Resolve ``ref`` inside an open transaction; NotFoundError lists what exists."""
         if ref.version is not None:
-            row = conn.execute(
-                f"SELECT {_COLUMNS} FROM versions WHERE name = ? AND version = ?", (ref.name, ref.version)
-            ).fetchone()
+            row = conn.execute(select(V).where(V.c.name == ref.name, V.c.version == ref.version)).first()
             if row is None:
-                self._raise_missing_version(conn, ref)
+                self._require_name(conn, ref.name)
+                known = conn.execute(select(V.c.version).where(V.c.name == ref.name).order_by(V.c.version)).scalars()
+                raise NotFoundError(f"{ref.name} has no version {ref.version}; its versions: {_listing(list(known))}")
         elif ref.alias is not None:
             row = conn.execute(
-                f"SELECT {_COLUMNS} FROM versions v WHERE (v.name, v.version) = "
-                "(SELECT name, version FROM aliases WHERE name = ? AND alias = ?)",
-                (ref.name, ref.alias),
-            ).fetchone()
+                select(V).join(A, and_(A.c.name == V.c.name, A.c.version == V.c.version))
+                .where(A.c.name == ref.name, A.c.alias == ref.alias)
+            ).first()
             if row is None:
                 self._require_name(conn, ref.name)
-                known = [r[0] for r in conn.execute("SELECT alias FROM aliases WHERE name = ? ORDER BY alias", (ref.name,))]
-                raise NotFoundError(f"{ref.name} has no alias {ref.alias!r}; its aliases: {_listing(known)}")
+                raise NotFoundError(f"{ref.name} has no alias {ref.alias!r}; its aliases: {_listing(self._aliases(conn, ref.name))}")
         else:
             row = conn.execute(
-                f"SELECT {_COLUMNS} FROM versions WHERE name = ? AND deprecated = 0 ORDER BY version DESC LIMIT 1",
-                (ref.name,),
-            ).fetchone()
+                select(V).where(V.c.name == ref.name, V.c.deprecated == 0).order_by(V.c.version.desc()).limit(1)
+            ).first()
             if row is None:
                 self._require_name(conn, ref.name)
-                last = conn.execute("SELECT MAX(version) FROM versions WHERE name = ?", (ref.name,)).fetchone()[0]
+                last = conn.execute(select(func.max(V.c.version)).where(V.c.name == ref.name)).scalar()
                 raise NotFoundError(
                     f"every version of {ref.name} is deprecated; name one explicitly (e.g. {ref.name}@{last})"
                 )
         return self._complete(conn, [row])[0]
 
-    def _require_name(self, conn: sqlite3.Connection, name: str) -> None:
-        if conn.execute("SELECT 1 FROM versions WHERE name = ? LIMIT 1", (name,)).fetchone() is None:
-            known = [r[0] for r in conn.execute("SELECT DISTINCT name FROM versions ORDER BY name")]
+    def _aliases(self, conn: Connection, name: str) -> list[str]:
+        return list(conn.execute(select(A.c.alias).where(A.c.name == name).order_by(A.c.alias)).scalars())
+
+    def _require_name(self, conn: Connection, name: str) -> None:
+        if conn.execute(select(V.c.name).where(V.c.name == name).limit(1)).first() is None:
+            known = list(conn.execute(select(V.c.name).distinct().order_by(V.c.name)).scalars())
             raise NotFoundError(f"no prompt named {name!r} in the registry; known names: {_listing(known)}")
 
-    def _raise_missing_version(self, conn: sqlite3.Connection, ref: Ref) -> None:
-        self._require_name(conn, ref.name)
-        known = [r[0] for r in conn.execute("SELECT version FROM versions WHERE name = ? ORDER BY version", (ref.name,))]
-        raise NotFoundError(f"{ref.name} has no version {ref.version}; its versions: {_listing(known)}")
-
-    def _complete(self, conn: sqlite3.Connection, rows: Sequence[Sequence[Any]]) -> list[Version]:
+    def _complete(self, conn: Connection, rows: Sequence[Sequence[Any]]) -> list[Version]:
         """Attach aliases and tags to version rows (per row for a few, in bulk for many)."""
         if len(rows) <= 4:
             out = []
             for row in rows:
-                key = (row[0], row[1])
-                aliases = [r[0] for r in conn.execute("SELECT alias FROM aliases WHERE name = ? AND version = ?", key)]
-                tags = dict(conn.execute("SELECT key, value FROM tags WHERE name = ? AND version = ? ORDER BY key", key))
-                out.append(_row_to_version(row, aliases, tags))
+                key_a = and_(A.c.name == row[0], A.c.version == row[1])
+                key_t = and_(T.c.name == row[0], T.c.version == row[1])
+                aliases = list(conn.execute(select(A.c.alias).where(key_a)).scalars())
+                tags = dict(conn.execute(select(T.c.key, T.c.value).where(key_t).order_by(T.c.key)).all())
+                out.append(row_to_version(row, aliases, tags))
             return out
         aliases: dict[tuple[str, int], list[str]] = {}
-        for name, version, alias in conn.execute("SELECT name, version, alias FROM aliases"):
+        for name, version, alias in conn.execute(select(A.c.name, A.c.version, A.c.alias)):
             aliases.setdefault((name, version), []).append(alias)
         tags: dict[tuple[str, int], dict[str, str]] = {}
-        for name, version, key, value in conn.execute("SELECT name, version, key, value FROM tags ORDER BY key"):
+        for name, version, key, value in conn.execute(select(T.c.name, T.c.version, T.c.key, T.c.value).order_by(T.c.key)):
             tags.setdefault((name, version), {})[key] = value
-        return [_row_to_version(r, aliases.get((r[0], r[1]), ()), tags.get((r[0], r[1]), {})) for r in rows]
+        return [row_to_version(r, aliases.get((r[0], r[1]), ()), tags.get((r[0], r[1]), {})) for r in rows]
 
-    def get(self, conn: sqlite3.Connection, name: str, version: int) -> Version:
+    def get(self, conn: Connection, name: str, version: int) -> Version:
         return self.find(conn, Ref(name, version=version))
 
     def search(
@@ -263,142 +233,89 @@ class Index:
         tags: Mapping[str, str] | None = None,
         include_deprecated: bool = True,
     ) -> list[Version]:
-        where, args = [], []
+        query = select(V)
         for column, value in (("name", name), ("task", task), ("method", method), ("backbone", backbone)):
             if value is not None:
-                where.append(f"{column} = ?")
-                args.append(value)
+                query = query.where(V.c[column] == value)
         if not include_deprecated:
-            where.append("deprecated = 0")
+            query = query.where(V.c.deprecated == 0)
         for key, value in (tags or {}).items():
-            where.append(
-                "EXISTS (SELECT 1 FROM tags t WHERE t.name = v.name AND t.version = v.version "
-                "AND t.key = ? AND t.value = ?)"
+            query = query.where(
+                exists().where(T.c.name == V.c.name, T.c.version == V.c.version, T.c.key == key, T.c.value == value)
             )
-            args += [key, value]
-        sql = f"SELECT {_COLUMNS} FROM versions v"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
         with self.read() as conn:
-            rows = conn.execute(sql + " ORDER BY name, version", args).fetchall()
+            rows = conn.execute(query.order_by(V.c.name, V.c.version)).all()
             return self._complete(conn, rows)
 
     def names(self) -> list[str]:
-        return [r[0] for r in self.conn().execute("SELECT DISTINCT name FROM versions ORDER BY name")]
+        with self.read() as conn:
+            return list(conn.execute(select(V.c.name).distinct().order_by(V.c.name)).scalars())
 
-    def blob_refs(self, conn: sqlite3.Connection) -> set[str]:
-        return {r[0] for r in conn.execute("SELECT DISTINCT sha256 FROM versions")}
+    def blob_refs(self, conn: Connection) -> set[str]:
+        return set(conn.execute(select(V.c.sha256).distinct()).scalars())
+
+    def row_sha(self, conn: Connection, name: str, *, version: int | None = None, sha256: str | None = None) -> str | None:
+        """The sha256 of ``name``'s version with this number or this content, None if absent."""
+        where = V.c.version == version if version is not None else V.c.sha256 == sha256
+        return conn.execute(select(V.c.sha256).where(V.c.name == name, where)).scalar()
+
+    def meta(self, key: str) -> str | None:
+        with self.read() as conn:
+            return conn.execute(select(meta_table.c.value).where(meta_table.c.key == key)).scalar()
 
     # ---------------------------------------------------------------- writes
-    def insert(self, conn: sqlite3.Connection, row: Mapping[str, Any]) -> tuple[int, bool]:
+    def insert(self, conn: Connection, row: Mapping[str, Any]) -> tuple[int, bool]:
         """(version, created) for ``row`` under its name; identical content keeps its version."""
-        found = conn.execute(
-            "SELECT version FROM versions WHERE name = ? AND sha256 = ?", (row["name"], row["sha256"])
-        ).fetchone()
+        name = row["name"]
+        conn.execute(self._upsert()(N).values(name=name, last_version=0).on_conflict_do_nothing(index_elements=["name"]))
+        # Lock the counter row first: a concurrent publisher of this name waits here, and then
+        # (READ COMMITTED) sees every version committed before it got the lock.
+        last = conn.execute(select(N.c.last_version).where(N.c.name == name).with_for_update()).scalar_one()
+        found = conn.execute(select(V.c.version).where(V.c.name == name, V.c.sha256 == row["sha256"])).scalar()
         if found is not None:
-            return found[0], False
-        version = conn.execute(
-            "INSERT INTO names (name, last_version) VALUES (?, 1) "
-            "ON CONFLICT (name) DO UPDATE SET last_version = last_version + 1 RETURNING last_version",
-            (row["name"],),
-        ).fetchone()[0]
-        values = dict(row, version=version, deprecated=0)
-        for name in _JSON_COLUMNS:
-            values[name] = json.dumps(values[name], sort_keys=True)
-        conn.execute(
-            f"INSERT INTO versions ({_COLUMNS}) VALUES ({', '.join('?' * len(_COLUMN_NAMES))})",
-            [values[c] for c in _COLUMN_NAMES],
-        )
+            return found, False
+        version = last + 1
+        conn.execute(update(N).where(N.c.name == name).values(last_version=version))
+        conn.execute(V.insert().values(version_row(dict(row, version=version, deprecated=False))))
         return version, True
 
-    def set_alias(self, conn: sqlite3.Connection, name: str, alias: str, version: int) -> None:
+    def raise_counter(self, conn: Connection, name: str, last_version: int) -> None:
+        """Make sure ``name``'s counter is at least ``last_version`` (it never goes down)."""
+        conn.execute(self._upsert()(N).values(name=name, last_version=0).on_conflict_do_nothing(index_elements=["name"]))
+        conn.execute(update(N).where(N.c.name == name, N.c.last_version < last_version).values(last_version=last_version))
+
+    def restore(self, conn: Connection, version: Version) -> None:
+        """Insert ``version`` under its own number (copying a registry); the counter follows."""
+        self.raise_counter(conn, version.name, version.version)
+        conn.execute(V.insert().values(version_row(vars(version))))
+
+    def set_meta(self, conn: Connection, key: str, value: str) -> None:
+        stmt = self._upsert()(meta_table).values(key=key, value=value)
+        conn.execute(stmt.on_conflict_do_update(index_elements=["key"], set_={"value": value}))
+
+    def set_alias(self, conn: Connection, name: str, alias: str, version: int) -> None:
         # One UPSERT: readers see the old target or the new one, never neither.
-        conn.execute(
-            "INSERT INTO aliases (name, alias, version) VALUES (?, ?, ?) "
-            "ON CONFLICT (name, alias) DO UPDATE SET version = excluded.version",
-            (name, alias, version),
-        )
+        stmt = self._upsert()(A).values(name=name, alias=alias, version=version)
+        conn.execute(stmt.on_conflict_do_update(index_elements=["name", "alias"], set_={"version": version}))
 
-    def remove_alias(self, conn: sqlite3.Connection, name: str, alias: str) -> None:
-        if conn.execute("DELETE FROM aliases WHERE name = ? AND alias = ?", (name, alias)).rowcount == 0:
+    def remove_alias(self, conn: Connection, name: str, alias: str) -> None:
+        if conn.execute(delete(A).where(A.c.name == name, A.c.alias == alias)).rowcount == 0:
             self._require_name(conn, name)
-            known = [r[0] for r in conn.execute("SELECT alias FROM aliases WHERE name = ? ORDER BY alias", (name,))]
-            raise NotFoundError(f"{name} has no alias {alias!r}; its aliases: {_listing(known)}")
+            raise NotFoundError(f"{name} has no alias {alias!r}; its aliases: {_listing(self._aliases(conn, name))}")
 
-    def set_tags(self, conn: sqlite3.Connection, name: str, version: int, tags: Mapping[str, str]) -> None:
+    def set_tags(self, conn: Connection, name: str, version: int, tags: Mapping[str, str]) -> None:
         """Upsert tags; an empty value removes the key."""
         for key, value in tags.items():
             if value == "":
-                conn.execute("DELETE FROM tags WHERE name = ? AND version = ? AND key = ?", (name, version, key))
+                conn.execute(delete(T).where(T.c.name == name, T.c.version == version, T.c.key == key))
             else:
-                conn.execute(
-                    "INSERT INTO tags (name, version, key, value) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT (name, version, key) DO UPDATE SET value = excluded.value",
-                    (name, version, key, value),
-                )
+                stmt = self._upsert()(T).values(name=name, version=version, key=key, value=value)
+                conn.execute(stmt.on_conflict_do_update(index_elements=["name", "version", "key"], set_={"value": value}))
 
-    def set_deprecated(self, conn: sqlite3.Connection, name: str, version: int, deprecated: bool) -> None:
-        conn.execute("UPDATE versions SET deprecated = ? WHERE name = ? AND version = ?", (int(deprecated), name, version))
+    def set_deprecated(self, conn: Connection, name: str, version: int, deprecated: bool) -> None:
+        conn.execute(update(V).where(V.c.name == name, V.c.version == version).values(deprecated=int(deprecated)))
 
-    def delete(self, conn: sqlite3.Connection, name: str, version: int) -> None:
-        conn.execute("DELETE FROM aliases WHERE name = ? AND version = ?", (name, version))
-        conn.execute("DELETE FROM versions WHERE name = ? AND version = ?", (name, version))  # tags cascade
-
-
-@contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    try:
-        _retry_locked(lambda: conn.execute("BEGIN IMMEDIATE"))
-    except sqlite3.OperationalError as exc:
-        raise RegistryError(
-            f"registry index is busy: another process has held its write lock for over {BUSY_TIMEOUT_MS // 1000} s ({exc})"
-        ) from None
-    try:
-        yield
-    except BaseException:
-        if conn.in_transaction:  # SQLite may already have rolled back (e.g. disk full)
-            conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-
-
-def _ensure_schema(conn: sqlite3.Connection) -> None:
-    """Create the tables once; later opens only read the schema version (no write lock)."""
-    try:
-        found = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-    except sqlite3.OperationalError:  # no meta table yet: a fresh registry
-        found = None
-    if found is None:
-        with _transaction(conn):
-            _create_schema(conn)
-    elif int(found[0]) > SCHEMA_VERSION:
-        _newer_schema(found[0])
-
-
-def _newer_schema(found: str) -> None:
-    raise RegistryError(
-        f"registry index has schema version {found}, newer than this spp understands ({SCHEMA_VERSION}); upgrade spp"
-    )
-
-
-def _create_schema(conn: sqlite3.Connection) -> None:
-    for statement in _SCHEMA.split(";"):
-        if statement.strip():
-            conn.execute(statement)
-    found = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-    if found is None:
-        conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-    elif int(found[0]) > SCHEMA_VERSION:
-        _newer_schema(found[0])
-
-
-def _retry_locked(fn, attempts: int = 5):
-    """SQLite can report 'locked' without calling the busy handler (e.g. while another connection
-    switches the file to WAL); retry a few times on top of busy_timeout."""
-    for i in range(attempts):
-        try:
-            return fn()
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or i == attempts - 1:
-                raise
-            time.sleep(0.02 * (i + 1))
+    def delete(self, conn: Connection, name: str, version: int) -> None:
+        conn.execute(delete(A).where(A.c.name == name, A.c.version == version))
+        conn.execute(delete(T).where(T.c.name == name, T.c.version == version))
+        conn.execute(delete(V).where(V.c.name == name, V.c.version == version))

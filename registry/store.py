@@ -1,4 +1,8 @@
-"""Content-addressed blob store: one file per distinct artifact, named by its sha256.
+"""Content-addressed blob stores: one file per distinct artifact, named by its sha256.
+
+:class:`BlobStore` is a local (or shared-filesystem) directory; :class:`FsspecBlobStore` is
+any fsspec object store (s3://, gs://). Both have the same methods, so the registry and the
+server's blob cache do not care which one they hold (:func:`open_store` picks by URL).
 
 Layout under the registry root: ``blobs/<first two hex>/<sha256>.safetensors`` and ``tmp/``
 for writes in flight. A blob is written to a temp file, fsynced, renamed into place (atomic on
@@ -17,6 +21,8 @@ from pathlib import Path
 from typing import Iterator
 
 from spp.prompts.artifact.files import atomic_write
+from spp.registry.errors import RegistryError
+from spp.registry.location import STORE_EXTRAS
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +98,21 @@ class BlobStore:
     def exists(self, sha: str) -> bool:
         return self.path(sha).is_file()
 
+    def where(self, sha: str) -> str:
+        """How messages name the blob."""
+        return str(self.path(sha))
+
+    def size(self, sha: str) -> int | None:
+        """The blob's size in bytes, None when it is missing."""
+        try:
+            return self.path(sha).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def digest(self, sha: str) -> str:
+        """The sha256 of the stored bytes (streamed)."""
+        return sha256_file(self.path(sha))
+
     def remove(self, sha: str) -> Path | None:
         path = self.path(sha)
         try:
@@ -99,6 +120,22 @@ class BlobStore:
         except FileNotFoundError:
             return None
         return path
+
+    # Small documents beside the blobs (the ledger: spp.registry.ledger), by relative key.
+    def get_doc(self, key: str) -> bytes | None:
+        try:
+            return (self.root / key).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def put_doc(self, key: str, data: bytes) -> None:
+        atomic_write(self.root / key, data, tmp_dir=self.tmp_dir)
+
+    def list_docs(self, prefix: str) -> list[str]:
+        base = self.root / prefix
+        if not base.is_dir():
+            return []
+        return sorted(p.relative_to(self.root).as_posix() for p in base.rglob("*") if p.is_file())
 
     def iter_blobs(self) -> Iterator[tuple[str, Path]]:
         """(sha256, path) of every file that looks like a blob."""
@@ -124,3 +161,106 @@ class BlobStore:
             except FileNotFoundError:  # finished (renamed) while we looked
                 continue
         return out
+
+
+class FsspecBlobStore:
+    """Blobs in an fsspec object store under ``url`` (``s3://bucket/prefix``, ``gs://...``).
+
+    Object stores make a PUT visible whole or not at all, so there are no temp files; a blob
+    is still always written before the index row that names it.
+    """
+
+    def __init__(self, url: str, display: str) -> None:
+        import fsspec
+
+        self.url = url.rstrip("/")
+        self.display = display
+        protocol = self.url.split("://", 1)[0]
+        try:
+            self.fs, self.base = fsspec.core.url_to_fs(self.url)
+        except ImportError:
+            extra = STORE_EXTRAS.get(protocol, protocol)
+            raise RegistryError(f"blob store {display} needs its fsspec driver: pip install 'spp[{extra}]'") from None
+
+    def _key(self, sha: str) -> str:
+        return f"{self.base}/blobs/{sha[:2]}/{sha}{BLOB_SUFFIX}"
+
+    def where(self, sha: str) -> str:
+        return f"{self.url}/blobs/{sha[:2]}/{sha}{BLOB_SUFFIX}"
+
+    def put(self, data: bytes, sha: str) -> str:
+        if self.size(sha) == len(data) and self.digest(sha) == sha:
+            return self.where(sha)
+        self.fs.pipe_file(self._key(sha), data)
+        return self.where(sha)
+
+    def read(self, sha: str) -> bytes:
+        return self.fs.cat_file(self._key(sha))
+
+    def exists(self, sha: str) -> bool:
+        return self.fs.exists(self._key(sha))
+
+    def size(self, sha: str) -> int | None:
+        try:
+            return int(self.fs.size(self._key(sha)))
+        except FileNotFoundError:
+            return None
+
+    def digest(self, sha: str) -> str:
+        h = hashlib.sha256()
+        with self.fs.open(self._key(sha), "rb") as fh:
+            while chunk := fh.read(_HASH_CHUNK):
+                h.update(chunk)
+        return h.hexdigest()
+
+    def remove(self, sha: str) -> str | None:
+        try:
+            self.fs.rm_file(self._key(sha))
+        except FileNotFoundError:
+            return None
+        return self.where(sha)
+
+    def get_doc(self, key: str) -> bytes | None:
+        try:
+            return self.fs.cat_file(f"{self.base}/{key}")
+        except FileNotFoundError:
+            return None
+
+    def put_doc(self, key: str, data: bytes) -> None:
+        self.fs.pipe_file(f"{self.base}/{key}", data)
+
+    def list_docs(self, prefix: str) -> list[str]:
+        self.fs.invalidate_cache()
+        try:
+            found = self.fs.find(f"{self.base}/{prefix}")
+        except FileNotFoundError:
+            return []
+        start = len(self.fs._strip_protocol(self.base).rstrip("/")) + 1
+        return sorted(self.fs._strip_protocol(k)[start:] for k in found)
+
+    def iter_blobs(self) -> Iterator[tuple[str, str]]:
+        self.fs.invalidate_cache()  # a listing cached before another host's writes would mislead gc
+        try:
+            found = self.fs.find(f"{self.base}/blobs")
+        except FileNotFoundError:
+            return
+        for key in sorted(found):
+            leaf = key.rsplit("/", 1)[-1]
+            if leaf.endswith(BLOB_SUFFIX):
+                yield leaf[: -len(BLOB_SUFFIX)], f"{self.fs.unstrip_protocol(key)}"
+
+    def stale_temp_files(self, older_than_s: float) -> list[str]:
+        return []  # object PUTs leave no temp files
+
+
+def open_store(url: str, display: str) -> "BlobStore | FsspecBlobStore":
+    """The blob store at a ``file://`` / ``s3://`` / ``gs://`` URL.
+
+    ``file://`` uses :class:`BlobStore` directly (temp file, fsync, atomic rename): fsspec's
+    local writes are not atomic, and a shared filesystem is exactly where torn files hurt.
+    """
+    from urllib.parse import unquote, urlsplit
+
+    if url.lower().startswith("file://"):
+        return BlobStore(Path(unquote(urlsplit(url).path)))
+    return FsspecBlobStore(url, display)

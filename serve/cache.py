@@ -1,8 +1,12 @@
 """The prompt cache: an LRU of device tensors keyed by (name, version), fed by the registry.
 
 Every request resolves its reference (``rte``, ``rte@3``, ``rte@prod``) through the registry
-index, a cheap SQLite lookup, so an alias moved by another process is followed by the next
-request without a restart. Versions are immutable, so the resolved (name, version) is a safe
+index (a few indexed lookups in SQLite, or in a shared PostgreSQL index), so an alias
+moved by any process on any host is followed by the very next request: the propagation bound
+is the commit itself, with no TTL. While a shared index is unreachable, ``name@N`` requests
+for prompts in this cache keep being answered (versions are immutable); everything else fails
+as unavailable (503). Blobs of a shared registry come through its local sha256-keyed blob
+cache, which survives restarts (:class:`~spp.registry.Registry`). Versions are immutable, so the resolved (name, version) is a safe
 cache key; the blob's sha256 is compared too, in case a version was deleted and its number
 reused. A miss loads the blob through ``Registry.load`` (which re-hashes it) and checks the
 prompt's backbone fingerprint and d_model before it is ever used.
@@ -28,7 +32,7 @@ from spp.prompts.artifact import ArtifactError
 from spp.prompts.backbone import Backbone, BackboneError
 from spp.prompts.scoring import LabelSet
 from spp.prompts.tasks import TaskError, TaskSpec
-from spp.registry import NotFoundError, Registry, RegistryError, Version
+from spp.registry import NotFoundError, Registry, RegistryError, UnavailableError, Version, parse_ref
 from spp.serve.errors import PromptUnavailableError
 
 log = logging.getLogger(__name__)
@@ -95,7 +99,14 @@ class PromptCache:
 
     # -------------------------------------------------------------------------------- sync API
     def get_sync(self, ref: str) -> LoadedPrompt:
-        version = self.registry.resolve(ref)
+        try:
+            version = self.registry.resolve(ref)
+        except UnavailableError:
+            entry = self._exact_cached(ref)
+            if entry is None:  # an alias or `latest` cannot be answered without the index: 503
+                raise
+            self._emit("hit")
+            return entry
         key = (version.name, version.version)
         with self._lock:
             entry = self._entries.get(key)
@@ -115,6 +126,18 @@ class PromptCache:
         for _ in range(evicted):
             self._emit("eviction")
         return entry
+
+    def _exact_cached(self, ref: str) -> LoadedPrompt | None:
+        """The cached prompt of ``name@N`` (versions are immutable and their numbers never
+        reused, so it stays correct while the index is unreachable); None for other refs."""
+        parsed = parse_ref(ref)
+        if parsed.version is None:
+            return None
+        with self._lock:
+            entry = self._entries.get((parsed.name, parsed.version))
+            if entry is not None:
+                self._entries.move_to_end((parsed.name, parsed.version))
+            return entry
 
     def _load(self, version: Version) -> LoadedPrompt:
         ref = version.ref

@@ -96,7 +96,7 @@ class Service:
         # All registry access happens on this one thread (SQLite connections are per thread).
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spp-registry")
         loop = asyncio.get_running_loop()
-        self.registry = await loop.run_in_executor(self._io, Registry, s.registry)
+        self.registry = await loop.run_in_executor(self._io, lambda: Registry(s.registry, must_exist=True))
         # The cache tokenizes label words on the registry thread while the scoring thread
         # tokenizes inputs: a Rust tokenizer must not be shared between threads, so copy it.
         label_backbone = dataclasses.replace(self.backbone, tokenizer=copy.deepcopy(self.backbone.tokenizer))

@@ -20,7 +20,8 @@ class ServeSettings:
     """Everything the server needs; bad values raise ConfigError naming the field.
 
     backbone: Hub id, local T5 directory or ``random:<name>`` (see spp.prompts.backbone).
-    registry: registry directory (None: $SPP_HOME, else the per-user data dir).
+    registry: registry location, a directory or postgresql://...?store=... (None: $SPP_REGISTRY,
+        else $SPP_HOME, else the per-user data dir); a directory must already exist.
     preload: prompt references loaded into the cache at startup (a bad one fails startup).
     max_batch_size: rows (inputs, from any task) scored in one forward.
     max_wait_ms: a forming batch closes once no row has arrived for this long (or the oldest

@@ -66,3 +66,96 @@ def unchecked_templates(monkeypatch: pytest.MonkeyPatch):
             yield
 
     return unchecked
+
+
+# --- a real PostgreSQL server for the shared-registry tests ---------------------------------------
+PG_BIN = Path(os.environ.get("SPP_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
+PG_PASSWORD = "spp-test-secret"
+
+
+class PostgresServer:
+    """A throwaway PostgreSQL cluster on 127.0.0.1 in a temp directory (initdb + pg_ctl).
+
+    PostgreSQL refuses to run as root, so as root every command runs as the `postgres` user.
+    Host logins need a password (scram): the tests pass it the way users do, in PGPASSWORD.
+    """
+
+    def __init__(self, base: Path) -> None:
+        import getpass
+        import socket
+
+        self.base, self.data = base, base / "data"
+        self.as_postgres = ["runuser", "-u", "postgres", "--"] if getpass.getuser() == "root" else []
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        (base / "pw").write_text(PG_PASSWORD + "\n")
+        self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth-local=trust", "--auth-host=scram-sha-256",
+                  f"--pwfile={base / 'pw'}", "--no-sync", "-E", "UTF8")
+        self.start()
+
+    def _run(self, tool: str, *args: str) -> None:
+        import subprocess
+
+        subprocess.run([*self.as_postgres, str(PG_BIN / tool), *args], check=True, capture_output=True, timeout=120)
+
+    def start(self) -> None:
+        opts = f"-h 127.0.0.1 -p {self.port} -k {self.base} -F -c max_connections=200"
+        self._run("pg_ctl", "-D", str(self.data), "-o", opts, "-l", str(self.base / "log"), "-w", "start")
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def url(self, db: str = "postgres", *, password: str | None = None, store: str | None = None) -> str:
+        auth = f"postgres:{password}" if password is not None else "postgres"
+        return f"postgresql://{auth}@127.0.0.1:{self.port}/{db}" + (f"?store={store}" if store else "")
+
+    def create_database(self) -> str:
+        import uuid
+
+        import psycopg
+
+        name = f"t_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(self.url(), password=PG_PASSWORD, autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+        return name
+
+
+def _start_postgres() -> "PostgresServer":
+    import shutil
+    import tempfile
+
+    if not (PG_BIN / "initdb").exists():
+        pytest.skip(f"PostgreSQL server binaries not found in {PG_BIN} (apt-get install postgresql)")
+    base = Path(tempfile.mkdtemp(prefix="spp-pg-"))
+    base.chmod(0o777)  # the postgres user writes the cluster, its socket and its log here
+    try:
+        return PostgresServer(base)
+    except BaseException:
+        shutil.rmtree(base, ignore_errors=True)
+        raise
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """One PostgreSQL server for the session (each test gets its own database: `pg_registry_url`)."""
+    import shutil
+
+    old = os.environ.get("PGPASSWORD")
+    server = _start_postgres()
+    os.environ["PGPASSWORD"] = PG_PASSWORD  # libpq reads it, in this process and its children
+    yield server
+    try:
+        server.stop()
+    finally:
+        shutil.rmtree(server.base, ignore_errors=True)
+        if old is None:
+            os.environ.pop("PGPASSWORD", None)
+        else:
+            os.environ["PGPASSWORD"] = old
+
+
+@pytest.fixture
+def pg_registry_url(postgres, tmp_path: Path) -> str:
+    """A shared registry location: a fresh database on the session server + a file:// store."""
+    return postgres.url(postgres.create_database(), store=f"file://{tmp_path / 'store'}")

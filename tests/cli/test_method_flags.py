@@ -4,7 +4,6 @@ CLI starts without torch."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import subprocess
 import sys
 from dataclasses import dataclass

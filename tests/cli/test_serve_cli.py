@@ -47,7 +47,7 @@ def test_options_reach_the_settings(captured, tmp_path: Path):
     assert result.exit_code == 0, result.output
     (s,) = captured
     assert (s.backbone, s.registry, s.preload, s.host, s.port) == (
-        "random:t5-small", tmp_path, ("rte@prod", "cb"), "0.0.0.0", 9001)
+        "random:t5-small", str(tmp_path), ("rte@prod", "cb"), "0.0.0.0", 9001)
     assert (s.max_batch_size, s.max_wait_ms, s.max_queue, s.device, s.tokenizer) == (16, 2.5, 256, "cpu", "some/tok")
     assert (s.max_inputs, s.max_input_chars, s.cache_size, s.micro_batches) == (8, 100, 3, False)
     assert (s.revision, s.max_source_length) == ("v1.1", 128)
@@ -102,6 +102,7 @@ def test_bad_values_exit_2_with_one_line(captured, args, message):
 
 
 def test_startup_failures_are_one_line_errors(tiny_backbone_dir: Path, tmp_path: Path):
+    (tmp_path / "r").mkdir()  # an existing, empty registry (a missing one is refused before any lookup)
     result = runner.invoke(app, ["serve", "--backbone", str(tiny_backbone_dir), "--registry", str(tmp_path / "r"),
                                  "--device", "cpu", "--preload", "nope", "--port", "1"])
     assert result.exit_code == 2, result.output

@@ -42,17 +42,27 @@ def artifact_file(tmp_path: Path) -> Callable[..., Path]:
     return make
 
 
-@pytest.fixture(params=["path", "spp_home"])
+@pytest.fixture(params=["path", "spp_home", "postgres"])
 def registry(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Registry:
-    """An empty registry, opened by explicit path or found through $SPP_HOME."""
+    """An empty registry on each backend: a directory opened by explicit path or found through
+    $SPP_HOME, and a shared registry (a real PostgreSQL index + a file:// blob store).
+
+    Tests reach the stored blob files through ``registry.store.path(sha)``: both backends here
+    keep blobs in a local directory (the file:// store), so corruption tests corrupt the store
+    itself, not the shared registry's local cache."""
     root = tmp_path / "registry"
-    if request.param == "path":
+    monkeypatch.delenv("SPP_REGISTRY", raising=False)
+    if request.param == "postgres":
+        monkeypatch.setenv("SPP_BLOB_CACHE", str(tmp_path / "cache"))
+        reg = Registry(request.getfixturevalue("pg_registry_url"))
+        assert reg.location.shared and reg.root is None
+    elif request.param == "path":
         monkeypatch.delenv("SPP_HOME", raising=False)
         reg = Registry(root)
+        assert reg.root == root
     else:
         monkeypatch.setenv("SPP_HOME", str(root))
         reg = Registry()
-    assert reg.root == root
+        assert reg.root == root
     yield reg
     reg.close()
-

@@ -1,4 +1,5 @@
-"""Many processes publishing at once, and publishes killed with SIGKILL at their worst moments."""
+"""Many processes publishing at once, and publishes killed with SIGKILL at their worst moments,
+on both backends: a directory (SQLite) and a shared registry (PostgreSQL + file:// store)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +17,15 @@ from spp.registry.store import STALL_ENV
 
 PROCESSES = 8
 PER_PROCESS = 10
+
+
+@pytest.fixture(params=["directory", "postgres"])
+def location(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A registry location string that child processes open for themselves."""
+    monkeypatch.setenv("SPP_BLOB_CACHE", str(tmp_path / "cache"))
+    if request.param == "postgres":
+        return request.getfixturevalue("pg_registry_url")
+    return str(tmp_path / "registry")
 
 
 def _publish_all(root: str, paths: list[str], shared: str, start, results) -> None:
@@ -34,10 +43,10 @@ def _publish_all(root: str, paths: list[str], shared: str, start, results) -> No
     results.put(out)
 
 
-def test_concurrent_publishers_get_distinct_versions(tmp_path: Path, artifact_file) -> None:
+def test_concurrent_publishers_get_distinct_versions(location: str, artifact_file) -> None:
     paths = [[str(artifact_file("rte", seed=p * 100 + i)) for i in range(PER_PROCESS)] for p in range(PROCESSES)]
     shared = str(artifact_file("rte", seed=99_999))
-    root = tmp_path / "registry"
+    root = location
     ctx = mp.get_context("spawn")
     barrier, queue = ctx.Barrier(PROCESSES), ctx.Queue()
     procs = [ctx.Process(target=_publish_all, args=(str(root), ps, shared, barrier, queue)) for ps in paths]
@@ -67,7 +76,7 @@ Registry(sys.argv[1]).publish(sys.argv[2])
 """
 
 
-def _publish_and_kill(root: Path, path: Path, point: str) -> None:
+def _publish_and_kill(root: str, path: Path, point: str) -> None:
     """Run a publish that stalls at ``point``, then SIGKILL it there."""
     env = dict(os.environ, **{STALL_ENV: point})
     proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(root), str(path)], env=env, stderr=subprocess.PIPE, text=True)
@@ -84,8 +93,8 @@ def _publish_and_kill(root: Path, path: Path, point: str) -> None:
 
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
 @pytest.mark.parametrize("point", ["blob-temp-written", "after-blob", "in-transaction"])
-def test_publish_killed_midway_leaves_registry_consistent(tmp_path: Path, artifact_file, point: str) -> None:
-    root = tmp_path / "registry"
+def test_publish_killed_midway_leaves_registry_consistent(location: str, artifact_file, point: str) -> None:
+    root = location
     reg = Registry(root)
     before, _ = reg.publish(artifact_file("rte", seed=1))
     killed_file = artifact_file("rte", seed=2)
@@ -99,16 +108,16 @@ def test_publish_killed_midway_leaves_registry_consistent(tmp_path: Path, artifa
     retried, created = reg.publish(killed_file)
     assert created and retried.ref == "rte@3" and reg.load(retried)[0] == retried
     assert reg.verify() == []
-    assert all(p.suffix == ".tmp" for p in reg.gc(temp_grace_s=0))  # at most the dead writer's temp file
+    assert all(Path(p).suffix == ".tmp" for p in reg.gc(temp_grace_s=0))  # at most the dead writer's temp file
     assert not any(reg.store.tmp_dir.iterdir()) and reg.verify() == []
 
 
-def test_orphan_blob_from_a_killed_publish_is_collected(tmp_path: Path, artifact_file) -> None:
-    root = tmp_path / "registry"
+def test_orphan_blob_from_a_killed_publish_is_collected(location: str, artifact_file) -> None:
+    root = location
     path = artifact_file("rte", seed=5)
     _publish_and_kill(root, path, "after-blob")
     reg = Registry(root)
     assert reg.list() == []
     orphans = reg.gc()
-    assert len(orphans) == 1 and not orphans[0].exists()
+    assert len(orphans) == 1 and not Path(orphans[0]).exists()
     assert reg.publish(path)[0].ref == "rte@1" and reg.verify() == []

@@ -16,7 +16,7 @@ def _flip_bit(path, offset: int) -> None:
 def test_bit_flip_is_caught_by_load_and_verify(registry: Registry, make_artifact) -> None:
     good, _ = registry.publish(make_artifact("rte", seed=1))
     bad, _ = registry.publish(make_artifact("rte", seed=2), aliases=["prod"])
-    _flip_bit(registry.blob_path(bad), -3)  # inside the prompt tensor's bytes
+    _flip_bit(registry.store.path(bad.sha256), -3)  # inside the prompt tensor's bytes
     with pytest.raises(IntegrityError, match=r"^rte@2: blob sha256 mismatch") as info:
         registry.load("rte@prod")
     assert "\n" not in str(info.value)
@@ -26,7 +26,7 @@ def test_bit_flip_is_caught_by_load_and_verify(registry: Registry, make_artifact
 
 def test_truncated_blob(registry: Registry, make_artifact) -> None:
     version, _ = registry.publish(make_artifact("rte", seed=1))
-    path = registry.blob_path(version)
+    path = registry.store.path(version.sha256)
     path.write_bytes(path.read_bytes()[:-100])
     with pytest.raises(IntegrityError, match=rf"^rte@1: blob truncated .*{version.size - 100} bytes, expected {version.size}"):
         registry.load("rte")
@@ -35,7 +35,7 @@ def test_truncated_blob(registry: Registry, make_artifact) -> None:
 
 def test_missing_blob(registry: Registry, make_artifact) -> None:
     version, _ = registry.publish(make_artifact("rte", seed=1))
-    registry.blob_path(version).unlink()
+    registry.store.path(version.sha256).unlink()
     with pytest.raises(IntegrityError, match="^rte@1: blob missing"):
         registry.load(version)
     assert registry.verify()[0][1].startswith("blob missing")
@@ -44,14 +44,14 @@ def test_missing_blob(registry: Registry, make_artifact) -> None:
 def test_verify_names_every_version_sharing_a_corrupt_blob(registry: Registry, make_artifact) -> None:
     registry.publish(make_artifact("rte", seed=1))
     shared, _ = registry.publish(make_artifact("rte", seed=1), name="rte-copy")
-    _flip_bit(registry.blob_path(shared), 100)
+    _flip_bit(registry.store.path(shared.sha256), 100)
     assert sorted(v.ref for v, _ in registry.verify()) == ["rte-copy@1", "rte@1"]
 
 
 def test_publishing_again_repairs_a_corrupt_blob(registry: Registry, make_artifact) -> None:
     art = make_artifact("rte", seed=1)
     version, _ = registry.publish(art)
-    _flip_bit(registry.blob_path(version), -1)
+    _flip_bit(registry.store.path(version.sha256), -1)
     again, created = registry.publish(art)
     assert not created and again == version
     assert registry.verify() == [] and registry.load("rte")[0] == version

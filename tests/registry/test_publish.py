@@ -20,7 +20,7 @@ def test_publish_resolve_load_round_trip(registry: Registry, artifact_file, make
     assert (version.task, version.method, version.n_tokens, version.d_model) == ("rte", "superpos", 5, 16)
     assert version.aliases == ("prod",) and version.tags == {"team": "nlp"}
     assert version.main_metric == pytest.approx(0.501)
-    assert registry.blob_path(version).stat().st_size == version.size
+    assert registry.store.path(version.sha256).stat().st_size == version.size
     for ref in ("rte", "rte@1", "rte@latest", "rte@prod"):
         assert registry.resolve(ref) == version
     loaded, artifact = registry.load("rte@prod")
@@ -55,9 +55,9 @@ def test_same_content_under_two_names_shares_one_blob(registry: Registry, make_a
     b, created = registry.publish(make_artifact("rte", seed=4), name="rte-copy")
     assert created and a.sha256 == b.sha256 and b.ref == "rte-copy@1"
     registry.remove("rte@1")
-    assert registry.blob_path(b).is_file()  # still referenced by rte-copy@1
+    assert registry.store.path(b.sha256).is_file()  # still referenced by rte-copy@1
     registry.remove("rte-copy@1")
-    assert not registry.blob_path(b).exists()
+    assert not registry.store.path(b.sha256).exists()
 
 
 def _raw(tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> bytes:
@@ -182,7 +182,7 @@ def test_alias_moves_are_atomic_for_readers(registry: Registry, make_artifact) -
     seen, errors, stop = set(), [], threading.Event()
 
     def reader() -> None:
-        reg = Registry(registry.root)
+        reg = Registry(registry.location)
         while not stop.is_set():
             try:
                 seen.add(reg.resolve("rte@prod").version)
@@ -220,10 +220,10 @@ def test_gc_removes_orphans_only(registry: Registry, make_artifact) -> None:
     stale = registry.store.tmp_dir / "dead.tmp"
     stale.write_bytes(b"x")
     registry.remove(gone.ref)  # rm deletes its unshared blob itself
-    assert not registry.blob_path(gone).exists()
+    assert not registry.store.path(gone.sha256).exists()
     assert registry.gc() == [orphan]  # the young temp file may belong to a live writer
     assert set(registry.gc(temp_grace_s=0)) == {stale}
-    assert registry.blob_path(kept).is_file() and registry.verify() == []
+    assert registry.store.path(kept.sha256).is_file() and registry.verify() == []
     assert registry.gc() == []
 
 
