@@ -141,25 +141,27 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--length", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--texts", type=int, default=64, help="RTE texts scored per repeat in the precision section")
+    ap.add_argument("--sections", default="precision,lean,train,scoring", help="which sections to run, comma-separated")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "core.json")
     args = ap.parse_args()
+    sections = {"precision": precision_section, "lean": lean_section, "train": train_section,
+                "scoring": scoring_section}
     torch.manual_seed(0)
     bb = load_backbone(args.backbone, tokenizer=args.tokenizer, device=args.device, dtype=args.dtype)
-    texts = rte_texts(args.rte, 64)
+    texts = rte_texts(args.rte, max(64, args.texts))
     results: dict = {"machine": machine(), "backbone": backbone_record(bb), "batch": [args.batch_size, args.length],
                      "peak": {str(bb.dtype): peak_for(bb)}}
     print(f"{args.backbone} in {results['backbone']['dtype']} ({bb.dtype_reason})", flush=True)
-    results.update(precision_section(bb, texts, args, results["peak"]))
-    results.update(lean_section(bb, texts, args))
-    results.update(train_section(bb, texts, args, results["peak"][str(bb.dtype)]))
-    results.update(scoring_section(bb, texts, args, results["peak"][str(bb.dtype)]))
+    for name in args.sections.split(","):
+        results.update(sections[name](bb, texts, args, results["peak"]))
     results["spread_s"] = {k: list(v) for k, v in SPREAD.items()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print_tables(results)
 
 
-def train_section(bb, texts: list[str], args, peak: dict) -> dict:
+def train_section(bb, texts: list[str], args, peaks: dict) -> dict:
     """One training step per method and HF PEFT's, in the backbone's dtype (autocast in bf16)."""
     ids, mask = [t.to(bb.device) for t in fixed_length_batch(bb, texts[: args.batch_size], args.length)]
     labels = _label_tensor(bb, WORDS, [i % 2 for i in range(args.batch_size)]).to(bb.device)
@@ -168,7 +170,7 @@ def train_section(bb, texts: list[str], args, peak: dict) -> dict:
     times = interleaved(steps, args.repeats, device=args.device)
     out: dict = {"peft_train_step_s": times.pop("peft"), "train_step_s": times}
     flops = 2 * args.batch_size * t5_forward_flops(bb.model.config, 10 + args.length, labels.shape[1])
-    out["train_mfu"] = {k: mfu(flops, t, peak["flops_per_s"]) for k, t in times.items()}
+    out["train_mfu"] = {k: mfu(flops, t, peaks[str(bb.dtype)]["flops_per_s"]) for k, t in times.items()}
     simple = times["simple"]
     out["train_ratios"] = {f"{k}/simple": v / simple for k, v in times.items()}
     out["train_ratios"]["simple/peft"] = simple / out["peft_train_step_s"]
@@ -199,7 +201,7 @@ def precision_section(bb, texts: list[str], args, peaks: dict) -> dict:
     by_dtype = {str(b.dtype).removeprefix("torch."): b for b in (bb, twin)}
     labels = LabelSet.build(bb, WORDS)
     prompt = torch.randn(10, bb.d_model) * 0.5
-    batches = sorted_batches(bb, texts, 32)
+    batches = sorted_batches(bb, texts[: args.texts], 32)
     flops = batch_flops(bb, batches, 10, labels)
     ids, mask = [t.to(bb.device) for t in fixed_length_batch(bb, texts[: args.batch_size], args.length)]
     tl = _label_tensor(bb, WORDS, [i % 2 for i in range(args.batch_size)]).to(bb.device)
@@ -216,7 +218,7 @@ def precision_section(bb, texts: list[str], args, peaks: dict) -> dict:
     out = {}
     for name, b in by_dtype.items():
         peak = peaks[str(b.dtype)]["flops_per_s"]
-        out[name] = {"score_ex_per_s": len(texts) / t[("score", name)], "score_mfu": mfu(flops, t[("score", name)], peak),
+        out[name] = {"score_ex_per_s": args.texts / t[("score", name)], "score_mfu": mfu(flops, t[("score", name)], peak),
                      "train_step_s": t[("train", name)], "train_mfu": mfu(train_flops, t[("train", name)], peak)}
         print(f"{name}: scoring {out[name]['score_ex_per_s']:.1f} ex/s (MFU {100 * out[name]['score_mfu']:.1f}%), "
               f"train step {t[('train', name)]:.3f} s", flush=True)
@@ -238,7 +240,7 @@ def full_logits_loglik(scorer: Scorer, states, enc_mask, label_sets):
     return (target - torch.logsumexp(logits.float(), dim=-1)) * packed.valid
 
 
-def lean_section(bb, texts: list[str], args) -> dict:
+def lean_section(bb, texts: list[str], args, peaks: dict) -> dict:
     """The decoder + head of one batch of 32: lean (real positions only) vs full logits, with a
     single task (little decoder padding) and mixed label sets (a 2-way and a 3-way task)."""
     scorer = Scorer(bb)
@@ -256,7 +258,7 @@ def lean_section(bb, texts: list[str], args) -> dict:
     return {"lean_scorer": out}
 
 
-def scoring_section(bb, texts: list[str], args, peak: dict) -> dict:
+def scoring_section(bb, texts: list[str], args, peaks: dict) -> dict:
     scorer = Scorer(bb)
     labels = LabelSet.build(bb, WORDS)
     prompt = torch.randn(10, bb.d_model) * 0.5
@@ -285,7 +287,7 @@ def scoring_section(bb, texts: list[str], args, peak: dict) -> dict:
         for bs in (8, 16, 32, 64):
             ours, plain = t[("spp", bs)], t[("plain", bs)]
             out["throughput"][bs] = {"spp_ex_per_s": bs / ours, "plain_ex_per_s": bs / plain,
-                                     "spp_mfu": mfu(bs * per_ex, ours, peak["flops_per_s"])}
+                                     "spp_mfu": mfu(bs * per_ex, ours, peaks[str(bb.dtype)]["flops_per_s"])}
             print(f"batch {bs:>2}: spp {bs / ours:6.1f} ex/s, plain {bs / plain:6.1f} ex/s", flush=True)
     return out
 
@@ -294,6 +296,24 @@ def print_tables(r: dict) -> None:
     m, b = r["machine"], r["backbone"]
     print(f"\n{b['name']} in {b['dtype']} on {m['cpu']} ({', '.join(m['cpu_bf16_flags']) or 'no native bf16'}), "
           f"{m['gpu'] or 'no GPU'}, batch {r['batch'][0]} x {r['batch'][1]} tokens")
+    if "precision" in r:
+        print_precision(r)
+    for name, v in r.get("lean_scorer", {}).items():
+        print(f"decoder + head ({name} label sets): full logits / lean = {v['full/lean']:.2f}x")
+    if "train_step_s" in r:
+        print("| method | train step (s) | vs simple | MFU |\n|---|---|---|---|")
+        for k, v in r["train_step_s"].items():
+            print(f"| {k} | {v:.3f} | {r['train_ratios'][k + '/simple']:.2f}x | {100 * r['train_mfu'][k]:.1f}% |")
+        print(f"| HF PEFT prompt tuning | {r['peft_train_step_s']:.3f} | spp simple / PEFT = "
+              f"{r['train_ratios']['simple/peft']:.2f}x | |")
+    if "throughput" in r:
+        print(f"\nrank scoring {r['rank_s']:.3f} s vs generate {r['generate_s']:.3f} s: {r['rank/generate']:.2f}x")
+        print("| batch | spp ex/s | spp MFU | plain ex/s |\n|---|---|---|---|")
+        for bs, v in r["throughput"].items():
+            print(f"| {bs} | {v['spp_ex_per_s']:.1f} | {100 * v['spp_mfu']:.1f}% | {v['plain_ex_per_s']:.1f} |")
+
+
+def print_precision(r: dict) -> None:
     print("| dtype | scoring ex/s | scoring MFU | train step (s) | train MFU |\n|---|---|---|---|---|")
     for name in ("float32", "bfloat16"):
         p = r["precision"][name]
@@ -301,17 +321,6 @@ def print_tables(r: dict) -> None:
               f"{100 * p['train_mfu']:.1f}% |")
     print(f"bf16 / float32: scoring {r['precision']['bf16/float32']['scoring']:.2f}x, "
           f"training {r['precision']['bf16/float32']['train']:.2f}x")
-    for name, v in r["lean_scorer"].items():
-        print(f"decoder + head ({name} label sets): full logits / lean = {v['full/lean']:.2f}x")
-    print("| method | train step (s) | vs simple | MFU |\n|---|---|---|---|")
-    for k, v in r["train_step_s"].items():
-        print(f"| {k} | {v:.3f} | {r['train_ratios'][k + '/simple']:.2f}x | {100 * r['train_mfu'][k]:.1f}% |")
-    print(f"| HF PEFT prompt tuning | {r['peft_train_step_s']:.3f} | spp simple / PEFT = "
-          f"{r['train_ratios']['simple/peft']:.2f}x | |")
-    print(f"\nrank scoring {r['rank_s']:.3f} s vs generate {r['generate_s']:.3f} s: {r['rank/generate']:.2f}x")
-    print("| batch | spp ex/s | spp MFU | plain ex/s |\n|---|---|---|---|")
-    for bs, v in r["throughput"].items():
-        print(f"| {bs} | {v['spp_ex_per_s']:.1f} | {100 * v['spp_mfu']:.1f}% | {v['plain_ex_per_s']:.1f} |")
 
 
 if __name__ == "__main__":
