@@ -91,14 +91,20 @@ def test_bf16_agrees_with_float32_on_the_demo_prompts(tiny_backbone, demo_prompt
     assert within >= 0.99 and max(diffs) <= 0.03, f"{within:.3f} within 0.02, worst {max(diffs):.4f}"
 
 
-def test_training_a_bf16_backbone_keeps_prompt_and_optimizer_float32(tiny_backbone, demo_data) -> None:
+def test_training_a_bf16_backbone_keeps_prompt_and_optimizer_float32(tiny_backbone, demo_data, demo_prompts) -> None:
+    """The demo's training run on a bf16 backbone (autocast): the prompt, its gradients and the
+    optimizer stay float32, and it learns the task as well as float32 training does."""
     bf16 = bf16_copy(tiny_backbone)
     spec = get_task(demo_data["sentiment"])
     splits = {s: load_split(spec, s) for s in ("train", "test")}
-    method = build_prompt_method(bf16, "simple", {}, spec.label_words, seed=0)
+    method = build_prompt_method(bf16, "superpos", {}, spec.label_words, seed=0)
     before = method.collapse().clone()
-    result = train(bf16, method, splits, TrainConfig(max_steps=60, batch_size=16, seed=0))
+    result = train(bf16, method, splits, TrainConfig(max_steps=150, batch_size=16, seed=0))
     assert all(p.dtype == torch.float32 for p in method.parameters())
     assert result.artifact.prompt.dtype == torch.float32
     assert not torch.equal(result.artifact.prompt, before)
-    assert result.artifact.meta.metrics["test"]["accuracy"] >= 0.9
+    fp32_prompt, test = demo_prompts["sentiment"]
+    labels = LabelSet.build(tiny_backbone, spec.label_words)
+    fp32_acc = sum(p == y for p, y in zip(score_texts(Scorer(tiny_backbone), test.texts, fp32_prompt, labels)[0],
+                                          test.labels)) / len(test)
+    assert result.artifact.meta.metrics["test"]["accuracy"] >= fp32_acc - 0.05
