@@ -12,30 +12,32 @@ Measurements in ONE run, side by side, on the same inputs and prompts:
       random inputs, no server, no HTTP), at its best batch size;
   (d2) a stricter ceiling: the server's own CPU schedule without the server (64-row batches
       sorted by length and scored 8, 16 or 32 rows per forward, the best of them), so that
-      b/d2 is the share of pure compute the server delivers over HTTP.
+      b/d2 is the share of pure compute the server delivers over HTTP;
+  (e) the server as it was before ``--dtype auto``: the same clients as (a), ``--dtype float32``
+      (skip with ``--no-float32``), so a/e is what the new default buys on this machine.
+
+The servers run with their DEFAULT settings (batch size, wait, dtype ``auto``): what users get.
+MFU of every scenario: requests/s x the mean FLOPs of one request (spp.prompts.flops, from the
+inputs' token counts) over the in-run GEMM peak of the dtype the server chose (its /health),
+or the GPU's datasheet bf16 peak.
 
 Each request carries one RTE-like input (premise + hypothesis: from GLUE RTE TSV files with
 ``--rte-dir``, else synthetic sentences of RTE's length). Scenarios run interleaved over
 ``--rounds`` so that background load drifts affect them alike. Requests/s, p50/p99 latency
 and mean batch size (from the server's /metrics) go to ``--out`` as JSON, with the machine.
 
-    python bench/serve.py --tokenizer ../shared/data/t5-tokenizer --rte-dir ../shared/data/rte \
-        --duration 60 --rounds 2      # ~5 minutes on 2 cores; the defaults take ~3
+    python bench/serve.py --tokenizer /work/shared/data/t5-tokenizer --rte-dir /work/shared/data/rte \
+        --duration 60 --rounds 2      # add --device cuda on a GPU machine
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import csv
 import json
 import os
-import platform
 import random
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,23 +46,25 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import httpx  # noqa: E402
 import torch  # noqa: E402
 
+from common import machine, peak_for  # noqa: E402
+from serve_http import Server, http_scenario  # noqa: E402
+
 from spp.prompts.artifact import Artifact, ArtifactMeta  # noqa: E402
+from spp.prompts.flops import mfu, scoring_flops  # noqa: E402
 from spp.prompts.backbone import Backbone, load_backbone  # noqa: E402
 from spp.prompts.tasks import get_task  # noqa: E402
 from spp.prompts.scoring import LabelSet, Scorer  # noqa: E402
 
 RTE = get_task("rte")
-MIN_MEASURED = 2  # answers per HTTP client at least, whatever --duration says
 WORDS = ("the a of to in and that is was for on with as by at from report company said year new people "
          "government police president state city officials first two percent court market million group").split()
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--backbone", default="random:t5-small")
+    p.add_argument("--backbone", default="random:google/t5-small-lm-adapt")
     p.add_argument("--tokenizer", default=None, help="tokenizer id/dir (random:<name> offline needs one)")
     p.add_argument("--rte-dir", type=Path, default=None, help="folder with GLUE RTE train.tsv/dev.tsv")
     p.add_argument("--tasks", type=int, default=8)
@@ -69,9 +73,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=30.0, help="measured seconds per scenario (all rounds)")
     p.add_argument("--rounds", type=int, default=1, help="interleaved rounds of a, b, c, d (load drift)")
     p.add_argument("--warmup", type=float, default=5.0, help="unmeasured seconds before each HTTP window")
-    p.add_argument("--max-batch-size", type=int, default=64)
-    p.add_argument("--max-wait-ms", type=float, default=100.0,
-                   help="pause that closes a batch: lets the follow-ups of 64 answers join one batch")
+    p.add_argument("--dtype", default=None, help="pass --dtype to the server (default: the server's, auto)")
+    p.add_argument("--no-float32", action="store_true", help="skip (e), the --dtype float32 server")
     p.add_argument("--bare-batch-sizes", default="1,8,16,32,64")
     p.add_argument("--micro-sizes", default="8,16,32", help="(d2): 64-row batches sorted, this many rows per forward")
     p.add_argument("--device", default="cpu")
@@ -114,109 +117,11 @@ def make_artifacts(backbone: Backbone, tasks: int, n_tokens: int, seed: int) -> 
     return out
 
 
-# ---------------------------------------------------------------------------------- server
-class Server:
-    """`spp serve` in a subprocess on a free loopback port."""
-
-    def __init__(self, args: argparse.Namespace, registry: Path, log: Path) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        cmd = [sys.executable, "-m", "spp.cli.main", "serve", "--backbone", args.backbone, "--registry", str(registry),
-               "--port", str(self.port), "--device", args.device, "--max-batch-size", str(args.max_batch_size),
-               "--max-wait-ms", str(args.max_wait_ms), "--max-queue", str(max(1024, 4 * args.clients)),
-               "--preload", ",".join(f"task{i}" for i in range(args.tasks)),
-               "--log-level", "debug" if args.server_log else "warning"]
-        if args.tokenizer:
-            cmd += ["--tokenizer", args.tokenizer]
-        self.log = log.open("w")
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
-
-    def wait_ready(self, timeout: float = 600) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}; see {self.log.name}")
-            try:
-                if httpx.get(f"{self.url}/ready", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
-        raise RuntimeError("server not ready in time")
-
-    def batch_counters(self) -> tuple[float, float]:
-        """(sum of rows, number of batches) from /metrics."""
-        values = {}
-        for line in httpx.get(f"{self.url}/metrics", timeout=10).text.splitlines():
-            if line.startswith(("spp_batch_size_sum", "spp_batch_size_count")):
-                name, value = line.rsplit(" ", 1)
-                values[name] = float(value)
-        return values.get("spp_batch_size_sum", 0.0), values.get("spp_batch_size_count", 0.0)
-
-    def stop(self) -> int:
-        self.proc.send_signal(signal.SIGINT)
-        code = self.proc.wait(timeout=120)
-        self.log.close()
-        return code
-
-
-async def closed_loop(url: str, clients: int, warmup: float, duration: float, tasks: list[str],
-                      inputs: list[dict[str, str]], seed: int) -> dict:
-    """``clients`` loops, each sending its next request as soon as the previous one answers.
-
-    Each client is busy without pause from its first measured send (at or after the warmup)
-    to its last answer, so its rate is exactly count / span; the total is the sum of the
-    clients' rates. Answers arrive in bursts (one per batch), which would make a fixed-window
-    count depend on where the window cuts a burst; this estimate does not. Each client keeps
-    going past the window until it has MIN_MEASURED answers, so a loaded machine whose batch
-    cycle is longer than the window still gets a measurement (it just takes longer).
-    """
-    rng = random.Random(seed)
-    t_start = time.perf_counter() + warmup
-    t_end = t_start + duration
-    rates: list[float] = []
-    latencies: list[float] = []
-    errors: list[int] = []
-
-    async def client(c: httpx.AsyncClient) -> None:
-        first, last, count = None, None, 0
-        while time.perf_counter() < t_end or count < MIN_MEASURED:  # a slow machine runs longer
-            task, example = rng.choice(tasks), rng.choice(inputs)
-            t0 = time.perf_counter()
-            r = await c.post(f"{url}/predict", params={"task": task}, json={"inputs": [example]})
-            t1 = time.perf_counter()
-            if r.status_code != 200:
-                errors.append(r.status_code)
-            elif t0 >= t_start:
-                first = t0 if first is None else first
-                last, count = t1, count + 1
-                latencies.append(t1 - t0)
-        if count:
-            rates.append(count / (last - first))
-
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(timeout=3600, limits=limits) as c:
-        await asyncio.gather(*(client(c) for _ in range(clients)))
-    if errors:
-        raise RuntimeError(f"{len(errors)} requests failed, statuses {sorted(set(errors))}")
-    return {"rate": sum(rates), "requests": len(latencies), "latencies": latencies}
-
-
-def http_scenario(server: Server, args, tasks: list[str], inputs, seconds: float, seed: int) -> dict:
-    before = server.batch_counters()
-    result = asyncio.run(closed_loop(server.url, args.clients, args.warmup, seconds, tasks, inputs, seed))
-    after = server.batch_counters()
-    result["rows"], result["batches"] = after[0] - before[0], after[1] - before[1]
-    return result
-
-
 # --------------------------------------------------------------------------- baselines (c), (d)
 def peft_model(args: argparse.Namespace, artifacts: list[Artifact]):
     from peft import PromptTuningConfig, TaskType, get_peft_model
 
-    base = load_backbone(args.backbone, tokenizer=args.tokenizer, device=args.device)
+    base = load_backbone(args.backbone, tokenizer=args.tokenizer, device=args.device, dtype=args.peft_dtype)
     cfg = PromptTuningConfig(task_type=TaskType.SEQ_2_SEQ_LM, num_virtual_tokens=args.n_tokens,
                              num_transformer_submodules=1)
     model = get_peft_model(base.model, cfg, adapter_name="task0")
@@ -224,6 +129,7 @@ def peft_model(args: argparse.Namespace, artifacts: list[Artifact]):
         model.add_adapter(f"task{i}", cfg)
     for i, art in enumerate(artifacts):  # the same prompts as the server's
         model.prompt_encoder[f"task{i}"].embedding.weight.data.copy_(art.prompt)
+    model.prompt_encoder.to(base.dtype)  # PEFT concatenates its prompt with the token embeddings
     model.eval()
     return model, base.tokenizer
 
@@ -293,24 +199,18 @@ def merge(parts: list[dict]) -> dict:
     }
 
 
-def machine() -> dict:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"cpu": model, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "gpu": gpu,
-            "python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform()}
-
-
 def table(results: dict) -> str:
-    names = {"a": "(a) spp server, 1 task", "b": "(b) spp server, 8 tasks mixed",
+    names = {"e": "(e) spp server, 1 task, --dtype float32 (the old default)",
+             "a": "(a) spp server, 1 task", "b": "(b) spp server, 8 tasks mixed",
              "c": "(c) PEFT, 1 request at a time, set_adapter + generate", "d": "(d) bare batched scoring, no server",
              "d2": "(d2) bare scoring, the server's schedule (64 sorted, micro-batches)"}
-    lines = ["| scenario | requests/s | p50 ms | p99 ms | mean batch |", "|---|---:|---:|---:|---:|"]
+    lines = ["| scenario | requests/s | MFU | p50 ms | p99 ms | mean batch |", "|---|---:|---:|---:|---:|---:|"]
     for key, name in names.items():
         if key not in results["scenarios"]:
             continue
         r = results["scenarios"][key]
-        lines.append(f"| {name} | {r['requests_per_s']:.2f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | "
+        share = f"{100 * r['mfu']:.1f}%" if "mfu" in r else "n/a"
+        lines.append(f"| {name} | {r['requests_per_s']:.2f} | {share} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | "
                      f"{r['mean_batch_size']:.1f} |")
     ratios = results["ratios"]
     lines.append("")
@@ -320,14 +220,15 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def run_rounds(args, server: Server, scorer: Scorer, labels: LabelSet, artifacts, inputs) -> tuple[dict, dict]:
+def run_rounds(args, server: Server, scorer: Scorer, labels: LabelSet, artifacts, inputs,
+               server32: Server | None) -> tuple[dict, dict]:
     """Interleave the scenarios; odd rounds run them in reverse so a linear drift in background
     load affects (a) and (b), and the server and the baselines, alike."""
     peft, peft_tok = peft_model(args, artifacts)
     prompts = [a.prompt.to(scorer.backbone.device) for a in artifacts]
     names = [f"task{i}" for i in range(args.tasks)]
     slice_s = args.duration / args.rounds
-    parts: dict[str, list] = {"a": [], "b": [], "c": [], "d": []}
+    parts: dict[str, list] = {"a": [], "b": [], "c": [], "d": []} | ({"e": []} if server32 else {})
     bare: dict[str, list] = {str(b): [] for b in args.bare_batch_sizes}
     bare.update({f"64 sorted, {m} per forward": [] for m in args.micro_sizes})
 
@@ -343,16 +244,33 @@ def run_rounds(args, server: Server, scorer: Scorer, labels: LabelSet, artifacts
         "b": lambda seed: parts["b"].append(http_scenario(server, args, names, inputs, slice_s, seed)),
         "c": lambda seed: parts["c"].append(peft_scenario(peft, peft_tok, labels, inputs, args.tasks, slice_s, seed)),
         "d": run_bare,
+        "e": lambda seed: parts["e"].append(http_scenario(server32, args, names[:1], inputs, slice_s, seed)),
     }
     for r in range(args.rounds):
-        order = "abcd" if r % 2 == 0 else "dcba"
+        order = "".join(k for k in "eabcd" if k in parts)
+        order = order if r % 2 == 0 else order[::-1]
         print(f"round {r + 1}/{args.rounds}: {', '.join(order)}", file=sys.stderr)
         for key in order:
             steps[key](args.seed + r)
     return parts, bare
 
 
-def summarize(args, parts: dict, bare: dict, load: list[float], source: str) -> dict:
+def peak_float32(backbone: Backbone) -> dict:
+    from spp.prompts.flops import device_peak
+
+    cfg = backbone.model.config
+    return device_peak(torch.float32, str(backbone.device), cfg.d_model, cfg.d_ff)
+
+
+def request_flops(backbone: Backbone, labels: LabelSet, inputs, n_tokens: int) -> float:
+    """Mean model FLOPs of scoring one request (one input), over the benchmark's inputs."""
+    sample = inputs[:500]
+    tokens = [len(backbone.tokenizer(RTE.format(x)).input_ids) for x in sample]
+    cfg = backbone.model.config
+    return sum(scoring_flops(cfg, n_tokens + t, labels.token_ids) for t in tokens) / len(tokens)
+
+
+def summarize(args, parts: dict, bare: dict, load: list[float], source: str, compute: dict) -> dict:
     by_size = {b: merge(p) for b, p in bare.items()}
     plain = [str(b) for b in args.bare_batch_sizes]
     best = max(plain, key=lambda b: by_size[b]["requests_per_s"])
@@ -368,13 +286,20 @@ def summarize(args, parts: dict, bare: dict, load: list[float], source: str) -> 
     ratios = {"b/a": rps["b"] / rps["a"], "b/d": rps["b"] / rps["d"], "b/c": rps["b"] / rps["c"]}
     if "d2" in rps:
         ratios["b/d2"] = rps["b"] / rps["d2"]
+    if "e" in rps:
+        ratios["a/e"] = rps["a"] / rps["e"]
+    for key, r in scenarios.items():
+        if key != "c":  # (c) generates: not the scoring FLOPs the formula counts
+            peak = compute["peak_float32" if key == "e" else "peak"]["flops_per_s"]
+            r["mfu"] = mfu(r["requests_per_s"] * compute["flops_per_request"], 1.0, peak)
     return {
         "machine": dict(machine(), load_average_1min=load),
+        "compute": compute,
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "inputs": source,
         "scenarios": scenarios,
         "ratios": ratios,
-        "targets": {"b/a": 0.95, "b/d": 0.8, "b/c": 10 if torch.cuda.is_available() else 2},
+        "targets": {"b/a": 0.95, "b/d2": 0.9, "b/c": 5, "a/e": 3, "mfu_b": 0.6},
         "notes": "(c) runs in-process with no HTTP (its best case); its latency is service time only. "
                  "(d) latencies are per batch. Mean batch size of (a)/(b) from the server's /metrics. "
                  "'rounds' lists each round's requests/s.",
@@ -384,7 +309,7 @@ def summarize(args, parts: dict, bare: dict, load: list[float], source: str) -> 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     inputs, source = load_inputs(args.rte_dir, args.seed)
-    backbone = load_backbone(args.backbone, tokenizer=args.tokenizer, device=args.device)
+    backbone = load_backbone(args.backbone, tokenizer=args.tokenizer, device=args.device, dtype="float32")
     artifacts = make_artifacts(backbone, args.tasks, args.n_tokens, args.seed)
     labels = LabelSet.build(backbone, RTE.label_words)
     load = [os.getloadavg()[0]]
@@ -395,16 +320,28 @@ def main(argv: list[str] | None = None) -> dict:
         for i, art in enumerate(artifacts):
             registry.publish(art, name=f"task{i}")
         log_path = args.server_log or Path(tmp) / "server.log"
-        server = Server(args, Path(tmp) / "registry", log_path)
+        server = Server(args, Path(tmp) / "registry", log_path, args.dtype)
+        server32 = None if args.no_float32 else Server(args, Path(tmp) / "registry", Path(tmp) / "f32.log", "float32")
         try:
             server.wait_ready()
-            parts, bare = run_rounds(args, server, Scorer(backbone), labels, artifacts, inputs)
+            health = server.health()  # the dtype the server chose: the in-process baselines use it too
+            backbone.model.to(getattr(torch, health["dtype"]))
+            backbone.dtype_reason = health["dtype_reason"]
+            args.peft_dtype = health["dtype"]  # (c) in the server's dtype too
+            compute = {"server_health": health, "flops_per_request": request_flops(backbone, labels, inputs, args.n_tokens),
+                       "peak": peak_for(backbone), "peak_float32": peak_for(backbone) if backbone.dtype == torch.float32
+                       else peak_float32(backbone)}
+            if server32:
+                server32.wait_ready()
+            parts, bare = run_rounds(args, server, Scorer(backbone), labels, artifacts, inputs, server32)
         finally:
+            if server32:
+                server32.stop()
             code = server.stop()
             load.append(os.getloadavg()[0])
         if code != 0:
             print(log_path.read_text()[-3000:], file=sys.stderr)
-    results = summarize(args, parts, bare, load, source)
+    results = summarize(args, parts, bare, load, source, compute)
     results["server_exit_code"] = code
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")

@@ -56,7 +56,8 @@ Revision = Annotated[
     typer.Option(help="Hub revision of the backbone: branch, tag or commit \\[default: main].", show_default=False),
 ]
 Device = Annotated[str, typer.Option(help="auto (CUDA if present), cpu, cuda or cuda:N.")]
-Dtype = Annotated[str, typer.Option(help="auto (bfloat16 on CUDA, else float32), float32 or bfloat16.")]
+Dtype = Annotated[str, typer.Option(help="auto (bfloat16 on CUDA, and on a CPU with native bf16 matmul where it "
+                                          "measures faster; else float32), float32 or bfloat16.")]
 
 # --- data and evaluation ------------------------------------------------------------------------
 DataDir = Annotated[

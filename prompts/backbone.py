@@ -9,6 +9,7 @@ encoder input with :func:`prepend_prompts`, so they agree exactly.
 from __future__ import annotations
 
 from spp.prompts.errors import SppError
+from spp.prompts.hardware import DtypeChoice, choose_dtype
 
 import hashlib
 import json
@@ -117,13 +118,16 @@ def resolve_device(device: str = "auto") -> torch.device:
     return dev
 
 
-def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+def resolve_dtype(dtype: str, device: torch.device, config=None) -> DtypeChoice:
+    """The dtype to run in: as asked, or for ``auto`` the hardware's choice for a model of
+    ``config``'s width (see spp.prompts.hardware)."""
     if dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
+        width = {"d_model": int(config.d_model), "d_ff": int(config.d_ff)} if config is not None else {}
+        return choose_dtype(device, **width)
     table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
     if dtype not in table:
         raise BackboneError(f"dtype must be one of auto, {', '.join(table)}; got {dtype!r}")
-    return table[dtype]
+    return DtypeChoice(table[dtype], f"--dtype {dtype}")
 
 
 @dataclass
@@ -135,6 +139,7 @@ class Backbone:
     name: str
     fingerprint: str
     revision: str | None = None
+    dtype_reason: str = ""  # why the model runs in its dtype (logged; the server's /health)
 
     @property
     def d_model(self) -> int:
@@ -190,7 +195,6 @@ def load_backbone(
     float32 CPU run of the same checkpoint agree.
     """
     dev = resolve_device(device)
-    torch_dtype = resolve_dtype(dtype, dev)
     if name.startswith(RANDOM_PREFIX):
         arch = name[len(RANDOM_PREFIX):]
         model = build_random_model(arch, seed=seed)
@@ -208,9 +212,12 @@ def load_backbone(
         )
     fp = embedding_fingerprint(model)
     freeze(model, dropout)
-    model.to(device=dev, dtype=torch_dtype)
+    choice = resolve_dtype(dtype, dev, model.config)
+    log.info("backbone %s runs in %s on %s (%s)", name, choice.name, dev, choice.reason)
+    model.to(device=dev, dtype=choice.dtype)
     model.train(dropout == "keep")
-    return Backbone(model=model, tokenizer=tok, name=name, fingerprint=fp, revision=revision)
+    return Backbone(model=model, tokenizer=tok, name=name, fingerprint=fp, revision=revision,
+                    dtype_reason=choice.reason)
 
 
 def resolved_commit(name: str, revision: str | None) -> str | None:

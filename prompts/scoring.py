@@ -8,8 +8,10 @@ decoder pass of B rows, with no copy of the encoder states per candidate, and ro
 may carry different prompts (any n) and different label sets: the server and the transfer
 evaluator mix tasks in one batch through :meth:`Scorer.score`.
 
-Log-probabilities are ``logit[target] - logsumexp(logits)``: no full-vocabulary log-softmax is
-materialised. A candidate's score is the sum of its token log-probabilities (EOS included).
+Log-probabilities are ``logit[target] - logsumexp(logits)``, computed only at the real (non-
+padding) decoder positions: their decoder states are gathered before ``lm_head``, so no logit
+of a padding position is ever built and no full-vocabulary log-softmax is materialised. A
+candidate's score is the sum of its token log-probabilities (EOS included).
 """
 
 from __future__ import annotations
@@ -86,25 +88,34 @@ class Scorer:
     def candidate_loglik(
         self, states: torch.Tensor, enc_mask: torch.Tensor, label_sets: Sequence[LabelSet]
     ) -> Scores:
-        """One decoder pass over all candidates of all rows (see module docstring)."""
+        """One decoder pass over all candidates of all rows (see module docstring).
+
+        Only the decoder states of real (non-padding) positions go through ``lm_head``, so no
+        logit is built for a padding position and the vocabulary normaliser (logsumexp, in
+        float32) runs once per scored token.
+        """
         packed = _pack_candidates(label_sets, self.backbone, states.device, self._pack_cache)
+        model = self.backbone.model
         dtype = states.dtype
-        allowed = packed.allowed  # (B, D, D) bool
-        bias = torch.zeros(allowed.shape, dtype=dtype, device=states.device)
-        bias.masked_fill_(~allowed, torch.finfo(dtype).min)
-        out = self.backbone.model(
-            encoder_outputs=(states,),
-            attention_mask=enc_mask,
-            decoder_input_ids=packed.inputs,
-            decoder_attention_mask=bias.unsqueeze(1),  # (B, 1, D, D) prepared 4D mask
+        bias = torch.zeros(packed.allowed.shape, dtype=dtype, device=states.device)  # (B, D, D)
+        bias.masked_fill_(~packed.allowed, torch.finfo(dtype).min)
+        hidden = model.get_decoder()(
+            input_ids=packed.inputs,
+            attention_mask=bias.unsqueeze(1),  # (B, 1, D, D) prepared 4D mask
+            encoder_hidden_states=states,
+            encoder_attention_mask=enc_mask,
             use_cache=False,
-        )
-        logits = out.logits  # (B, D, V)
-        target = logits.gather(-1, packed.targets.unsqueeze(-1)).squeeze(-1).float()  # (B, D)
-        token_lp = (target - torch.logsumexp(logits.float(), dim=-1)) * packed.valid  # (B, D)
+        ).last_hidden_state  # (B, D, e)
+        real = hidden[packed.valid]  # (N, e): N scored tokens, padding dropped
+        if model.config.scale_decoder_outputs:  # tied-embedding T5 (v1.0) rescales before lm_head
+            real = real * (model.model_dim**-0.5)
+        logits = model.lm_head(real)  # (N, V)
+        target = logits.gather(1, packed.targets[packed.valid].unsqueeze(1)).squeeze(1).float()  # (N,)
+        token_lp = target - torch.logsumexp(logits.float(), dim=-1)  # (N,)
         B, K = states.shape[0], packed.k_max
-        sums = token_lp.new_zeros(B, K + 1).scatter_add_(1, packed.segment, token_lp)  # (B, K+1)
-        loglik = sums[:, :K].masked_fill(~packed.has_candidate, float("-inf"))  # (B, K)
+        slot = packed.row_slot[packed.valid]  # (N,) row * K + candidate
+        sums = token_lp.new_zeros(B * K).index_add_(0, slot, token_lp).view(B, K)  # (B, K)
+        loglik = sums.masked_fill(~packed.has_candidate, float("-inf"))  # (B, K)
         return Scores(loglik=loglik, sizes=packed.sizes)
 
     @torch.no_grad()
@@ -139,8 +150,8 @@ class Scorer:
 class _Packed:
     inputs: torch.Tensor  # (B, D) decoder input ids
     targets: torch.Tensor  # (B, D) ids to score
-    valid: torch.Tensor  # (B, D) 1.0 on real positions
-    segment: torch.Tensor  # (B, D) candidate index of each position (K for padding)
+    valid: torch.Tensor  # (B, D) bool, True on real positions
+    row_slot: torch.Tensor  # (B, D) row * K + candidate index of each position (padding: unused)
     allowed: torch.Tensor  # (B, D, D) same candidate and causal
     has_candidate: torch.Tensor  # (B, K)
     sizes: list[int]
@@ -191,8 +202,8 @@ def _pack_candidates(
     return _Packed(
         inputs=inputs.to(device),
         targets=targets.to(device),
-        valid=valid.to(device, torch.float32),
-        segment=segment.to(device),
+        valid=valid.to(device),
+        row_slot=(torch.arange(B).unsqueeze(1) * K + segment.clamp(max=K - 1)).to(device),
         allowed=allowed.to(device),
         has_candidate=has.to(device),
         sizes=sizes,

@@ -144,8 +144,8 @@ async def tasks(service: Service) -> TasksResponse:
 
 
 @get("/health", summary="Liveness")
-async def health() -> HealthResponse:
-    return HealthResponse(status="ok")
+async def health(service: Service) -> HealthResponse:
+    return service.health()
 
 
 @get("/ready", summary="Readiness: model loaded, batcher running, registry reachable",

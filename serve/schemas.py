@@ -70,8 +70,10 @@ class TasksResponse(Struct):
     tasks: list[TaskInfo]
 
 
-class HealthResponse(Struct):
+class HealthResponse(Struct, omit_defaults=True):
     status: str
+    dtype: str | None = None  # what the backbone runs in (float32, bfloat16), once loaded
+    dtype_reason: str | None = None  # why: --dtype as given, or the hardware check behind "auto"
 
 
 class ReadyResponse(Struct, omit_defaults=True):

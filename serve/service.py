@@ -34,6 +34,7 @@ from spp.serve.errors import (
 )
 from spp.serve.metrics import Metrics
 from spp.serve.schemas import (
+    HealthResponse,
     Prediction,
     PredictRequest,
     PredictResponse,
@@ -92,7 +93,8 @@ class Service:
         self.backbone = await asyncio.to_thread(
             load_backbone, s.backbone, tokenizer=s.tokenizer, device=s.device, dtype=s.dtype, revision=s.revision
         )
-        log.info("backbone %s loaded on %s (%s)", s.backbone, self.backbone.device, self.backbone.fingerprint[:19])
+        log.info("backbone %s loaded on %s in %s (%s; %s)", s.backbone, self.backbone.device, self.backbone.dtype,
+                 self.backbone.dtype_reason, self.backbone.fingerprint[:19])
         # All registry access happens on this one thread (SQLite connections are per thread).
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spp-registry")
         loop = asyncio.get_running_loop()
@@ -140,6 +142,13 @@ class Service:
             raise ServerBusyError("the registry is not open (server starting up or shutting down)")
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._io, lambda: fn(*args, **kwargs))
+
+    def health(self) -> HealthResponse:
+        """Liveness, with the dtype the backbone runs in and why (``auto``: the hardware check)."""
+        if self.backbone is None:
+            return HealthResponse(status="ok")
+        return HealthResponse(status="ok", dtype=str(self.backbone.dtype).removeprefix("torch."),
+                              dtype_reason=self.backbone.dtype_reason)
 
     async def readiness(self) -> ReadyResponse:
         """Ready when the model is loaded, the batcher runs and the registry answers."""

@@ -30,7 +30,7 @@ def tiny_backbone(tiny_backbone_dir: Path):
     """The tiny backbone loaded through the real local-directory path, frozen, CPU, float32."""
     from spp.prompts.backbone import load_backbone
 
-    return load_backbone(str(tiny_backbone_dir), device="cpu")
+    return load_backbone(str(tiny_backbone_dir), device="cpu", dtype="float32")
 
 
 @pytest.fixture(scope="session")

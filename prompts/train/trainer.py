@@ -24,6 +24,7 @@ from spp.prompts.artifact import Artifact, ArtifactMeta
 from spp.prompts.backbone import Backbone, prepend_prompts
 from spp.prompts.config import check_choice, check_int, check_number
 from spp.prompts.evaluate import evaluate_prompt
+from spp.prompts.hardware import autocast
 from spp.prompts.methods.base import ConfigError, InitContext, PromptMethod
 from spp.prompts.methods.registry import build_method, get_method
 from spp.prompts.scoring import Scorer
@@ -184,7 +185,8 @@ def _loss(scorer: Scorer, method: PromptMethod, texts: list[str], labels: torch.
     ids, mask = scorer.tokenize(texts)
     embeds = model.get_input_embeddings()(ids)  # (B, L, e)
     inputs, full_mask = prepend_prompts(embeds, mask, method())  # (B, n+L, e)
-    out = model(inputs_embeds=inputs, attention_mask=full_mask, labels=labels.to(ids.device), use_cache=False)
+    with autocast(ids.device, scorer.backbone.dtype):  # bf16 backbone: loss in fp32, prompt stays fp32
+        out = model(inputs_embeds=inputs, attention_mask=full_mask, labels=labels.to(ids.device), use_cache=False)
     return out.loss
 
 

@@ -65,3 +65,49 @@ def test_generate_returns_strings(tiny_backbone) -> None:
     scorer = Scorer(tiny_backbone)
     out = scorer.generate(["sentiment: great movie"], torch.zeros(0, tiny_backbone.d_model), LabelSet.build(tiny_backbone, ("negative", "positive")))
     assert out == ["positive"]  # the tiny backbone learned the instruction-prefixed task
+
+
+def reference_loglik(scorer: Scorer, states, enc_mask, label_sets) -> torch.Tensor:
+    """The straightforward computation the lean scorer must equal: the full model forward,
+    logits at every decoder position (padding included), log-softmax over the vocabulary."""
+    from spp.prompts.scoring import _pack_candidates
+
+    model = scorer.backbone.model
+    packed = _pack_candidates(label_sets, scorer.backbone, states.device, {})
+    bias = torch.zeros(packed.allowed.shape).masked_fill(~packed.allowed, torch.finfo(torch.float32).min)
+    logits = model(encoder_outputs=(states,), attention_mask=enc_mask, decoder_input_ids=packed.inputs,
+                   decoder_attention_mask=bias.unsqueeze(1), use_cache=False).logits  # (B, D, V)
+    token_lp = torch.log_softmax(logits, -1).gather(-1, packed.targets.unsqueeze(-1)).squeeze(-1)  # (B, D)
+    B, K = len(label_sets), packed.k_max
+    out = torch.full((B, K), float("-inf"))
+    for i, ls in enumerate(label_sets):
+        start = 0
+        for k, ids in enumerate(ls.token_ids):
+            out[i, k] = token_lp[i, start : start + len(ids)].sum()
+            start += len(ids)
+    return out
+
+
+@pytest.mark.parametrize("mixed", [False, True])
+def test_lean_scorer_equals_the_reference_computation(tiny_backbone, mixed: bool) -> None:
+    """Padding on both sides: texts of different lengths (encoder) and, when mixed, label sets
+    of different sizes and token lengths (decoder), with prompts of different n per row."""
+    g = torch.Generator().manual_seed(7)
+    scorer = Scorer(tiny_backbone)
+    e = tiny_backbone.d_model
+    if mixed:
+        prompts = [torch.randn(n, e, generator=g) for n in (1, 5, 3, 2, 6)]
+        sets = [LabelSet.build(tiny_backbone, LABEL_SETS[i % 3]) for i in range(len(TEXTS))]
+    else:
+        prompts = torch.randn(4, e, generator=g)
+        sets = [LabelSet.build(tiny_backbone, LABEL_SETS[1])] * len(TEXTS)
+    with torch.no_grad():
+        ids, mask = scorer.tokenize(TEXTS)
+        assert (mask == 0).any()  # the batch really has encoder padding
+        states, enc_mask = scorer.encode(ids, mask, prompts)
+        lean = scorer.candidate_loglik(states, enc_mask, sets).loglik
+        ref = reference_loglik(scorer, states, enc_mask, sets)
+    assert lean.dtype == torch.float32
+    assert torch.equal(torch.isinf(lean), torch.isinf(ref))
+    finite = torch.isfinite(ref)
+    assert torch.allclose(lean[finite], ref[finite], rtol=1e-5, atol=1e-4)

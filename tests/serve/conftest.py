@@ -80,7 +80,8 @@ def make_settings(tiny_backbone_dir: Path, spp_home: Path) -> Callable:
     from spp.serve.settings import ServeSettings
 
     def make(**overrides) -> ServeSettings:
-        values = dict(backbone=str(tiny_backbone_dir), registry=spp_home, device="cpu", max_wait_ms=2.0)
+        # float32 pinned: answers are compared with the float32 tiny_backbone at tight tolerance
+        values = dict(backbone=str(tiny_backbone_dir), registry=spp_home, device="cpu", dtype="float32", max_wait_ms=2.0)
         values.update(overrides)
         return ServeSettings(**values)
 

@@ -185,7 +185,7 @@ def test_tasks_lists_versions_aliases_metrics_fields_and_labels(client, world, t
 
 
 def test_health_ready_metrics_and_openapi(client, kit):
-    assert client.get("/health").json() == {"status": "ok"}
+    assert client.get("/health").json() == {"status": "ok", "dtype": "float32", "dtype_reason": "--dtype float32"}
     ready = client.get("/ready")
     assert ready.status_code == 200 and ready.json()["status"] == "ready" and ready.json()["device"] == "cpu"
     _post(client, "sentiment", {"inputs": kit.INPUTS["sentiment"]})

@@ -1,0 +1,123 @@
+"""Which dtype a frozen T5 runs in, chosen from the hardware and confirmed by measurement.
+
+``--dtype auto`` means: bfloat16 on a CUDA GPU; on a CPU, bfloat16 only where the CPU has
+native bf16 matrix units (AMX-BF16 or AVX512-BF16, read from /proc/cpuinfo or torch's CPU
+capability) AND a one-off GEMM of the model's own shape runs faster in bf16 than in float32 by
+:data:`MIN_SPEEDUP`; float32 elsewhere. Without native support torch emulates bf16 matmul by
+converting to float32, which is slower than float32 itself, and for a tiny model the GEMMs are
+too small for the bf16 kernels to pay off: the measurement catches both. The choice and its
+reason are logged and kept (the server shows them in /health).
+
+Training uses the same choice through :func:`autocast`: the frozen backbone's matmuls run in
+bf16 while the prompt parameters, their gradients and the optimizer state stay float32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from spp.prompts.flops import gemm_rate
+
+log = logging.getLogger(__name__)
+
+MIN_SPEEDUP = 1.3  # bf16 must beat float32 by this factor on the model's GEMM to be chosen
+BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+@dataclass(frozen=True)
+class DtypeChoice:
+    """The dtype a backbone runs in, and why (one line, for logs and /health)."""
+
+    dtype: torch.dtype
+    reason: str
+
+    @property
+    def name(self) -> str:
+        return str(self.dtype).removeprefix("torch.")
+
+
+def cpu_bf16_flags(cpuinfo: str | None = None, capability: str | None = None) -> tuple[str, ...]:
+    """Native bf16 matmul features of a CPU (empty when it has none, or when not on Linux).
+
+    ``cpuinfo``: the text of /proc/cpuinfo; ``capability``: torch's CPU capability ("AVX512",
+    "AMX", ...); both read from this machine when None.
+    """
+    if cpuinfo is None:
+        info = Path("/proc/cpuinfo")
+        cpuinfo = info.read_text(errors="replace") if info.is_file() else ""
+    if capability is None:
+        capability = torch.backends.cpu.get_cpu_capability()
+    found: set[str] = set()
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            found.update(f for f in BF16_FLAGS if f in line.split(":", 1)[-1].split())
+            break
+    if "AMX" in capability.upper():
+        found.add("amx_bf16")
+    return tuple(f for f in BF16_FLAGS if f in found)
+
+
+def cpu_model_name() -> str:
+    """The CPU's model name (lscpu's "Model name"), for benchmark results."""
+    info = Path("/proc/cpuinfo")
+    if info.is_file():
+        for line in info.read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def bf16_speedup(m: int, k: int, n: int, rounds: int = 3) -> float:
+    """float32 time / bf16 time of an (m×k)·(k×n) GEMM, measured interleaved (load hits both)."""
+    ratios = []
+    for _ in range(rounds):
+        f32 = gemm_rate(m, k, n, torch.float32)
+        bf16 = gemm_rate(m, k, n, torch.bfloat16)
+        ratios.append(bf16 / f32)
+    return sorted(ratios)[len(ratios) // 2]
+
+
+@functools.lru_cache(maxsize=None)
+def choose_cpu_dtype(d_model: int = 512, d_ff: int = 1024, tokens: int = 256,
+                     flags: tuple[str, ...] | None = None) -> DtypeChoice:
+    """bf16 when the CPU has native bf16 matmul (``flags``, None: this CPU's) and it measures
+    faster on a (tokens×d_model)·(d_model×d_ff) GEMM, the shape of the model's feed-forward."""
+    flags = cpu_bf16_flags() if flags is None else flags
+    if not flags:
+        return DtypeChoice(torch.float32, "cpu has no native bf16 matmul (no amx_bf16/avx512_bf16)")
+    speedup = bf16_speedup(tokens, d_model, d_ff)
+    shape = f"{tokens}x{d_model}x{d_ff}"
+    if speedup >= MIN_SPEEDUP:
+        return DtypeChoice(torch.bfloat16, f"cpu has {'+'.join(flags)}; bf16 GEMM {shape} {speedup:.1f}x float32")
+    return DtypeChoice(torch.float32, f"cpu has {'+'.join(flags)} but bf16 GEMM {shape} is only {speedup:.1f}x "
+                                      f"float32 (< {MIN_SPEEDUP}x)")
+
+
+def choose_dtype(device: torch.device, d_model: int = 512, d_ff: int = 1024) -> DtypeChoice:
+    """The ``auto`` dtype for a model of this width on ``device`` (see the module docstring)."""
+    if device.type == "cuda":
+        return DtypeChoice(torch.bfloat16, f"cuda device {torch.cuda.get_device_name(device)}")
+    if device.type != "cpu":
+        return DtypeChoice(torch.float32, f"{device.type} device: float32")
+    choice = choose_cpu_dtype(d_model, d_ff)
+    log.info("dtype auto -> %s: %s", choice.name, choice.reason)
+    return choice
+
+
+def autocast(device: torch.device, dtype: torch.dtype):
+    """Context for a training forward: bf16 matmuls when the backbone runs in bf16, else none.
+
+    Parameters created outside (the prompt, float32) keep their dtype; autocast casts them at
+    each matmul and their gradients come back in float32, so the optimizer never sees bf16.
+    """
+    if dtype != torch.bfloat16:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
