@@ -123,7 +123,7 @@ def test_cli_visibility_is_tri_state(registry, published, hub_api) -> None:
     from spp.cli.main import app
 
     for flags, expected in (([], None), (["--private"], True), (["--public"], False)):
-        result = CliRunner().invoke(app, ["push", "rte", "--repo", "me/x", "--registry", str(registry.root), *flags])
+        result = CliRunner().invoke(app, ["push", "rte", "--repo", "me/x", "--registry", str(registry.location), *flags])
         assert result.exit_code == 0, result.output
         assert hub_api.args("create_repo")[-1]["private"] is expected
 
