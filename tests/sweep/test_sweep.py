@@ -53,6 +53,7 @@ def _sweep(*args: object, **kwargs) -> subprocess.CompletedProcess:
                           env=env, capture_output=True, text=True, timeout=900, **kwargs)
 
 
+@pytest.mark.timeout(1200)  # two Ray starts and 8 trial workers; minutes on a loaded 2-core machine
 def test_sweep_killed_and_resumed_publishes_each_trial_once(tiny_backbone_dir, demo_data, tmp_path) -> None:
     spec = _spec(tmp_path, "grid", [demo_data["sentiment"], demo_data["topic"]], [0, 1], tiny_backbone_dir,
                  more_methods='[[methods]]\nname = "ept"')
@@ -84,6 +85,7 @@ def test_sweep_killed_and_resumed_publishes_each_trial_once(tiny_backbone_dir, d
     assert len(Registry(tmp_path / "registry").list(tags={"sweep": "grid"})) == 8
 
 
+@pytest.mark.timeout(900)
 def test_a_trial_with_a_missing_data_dir_fails_alone(tiny_backbone_dir, demo_data, tmp_path) -> None:
     spec = _spec(tmp_path, "broken", [demo_data["sentiment"], demo_data["topic"]], [0], tiny_backbone_dir,
                  extra=f'[data_dirs]\ntopic = "{tmp_path / "no-such-dir"}"')
