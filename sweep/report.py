@@ -192,7 +192,7 @@ def _heatmap(sim: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     tasks, matrix = sim["tasks"], sim["matrix"]
-    fig, ax = plt.subplots(figsize=(1.2 * len(tasks) + 2, 1.2 * len(tasks) + 1.5))
+    fig, ax = plt.subplots(figsize=(1.2 * len(tasks) + 3, 1.2 * len(tasks) + 2))
     image = ax.imshow(matrix, vmin=-1, vmax=1, cmap="coolwarm")
     ax.set_xticks(range(len(tasks)), tasks, rotation=45, ha="right")
     ax.set_yticks(range(len(tasks)), tasks)
@@ -200,7 +200,7 @@ def _heatmap(sim: dict[str, Any], path: Path) -> None:
         for c, value in enumerate(row):
             ax.text(c, r, f"{value:.2f}", ha="center", va="center", fontsize=8)
     fig.colorbar(image, ax=ax)
-    ax.set_title("SuperPos-Prompt: cosine similarity of p' across tasks")
+    ax.set_title("SuperPos-Prompt: cosine similarity\nof p' across tasks", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
