@@ -136,7 +136,7 @@ def train(
     loop = _Loop(backbone, method, splits, config, checkpoint)
     progress = loop.start()
     emit = on_event or (lambda e: None)
-    sinks = [_JsonlLog(log_path, offset=progress.log_offset if progress.step else None), *trackers]
+    log_file = _JsonlLog(log_path, offset=progress.log_offset if progress.step else None)
     emit(TrainEvent("start", progress.step, loop.total))
     method.train()
     while progress.step < loop.total:
@@ -144,10 +144,10 @@ def train(
         emit(TrainEvent("step", progress.step, loop.total, loss=row["loss"]))
         if metrics is not None:
             emit(TrainEvent("eval", progress.step, loop.total, loss=row["loss"], metrics=metrics))
-        for sink in sinks:
+        for sink in (log_file, *trackers):
             sink.write(row)
         progress.history.append(row)
-        progress.log_offset = sinks[0].offset
+        progress.log_offset = log_file.offset
         loop.maybe_checkpoint(progress)
     if "validation" in splits:
         method.load_state_dict(progress.best_state)
@@ -156,9 +156,11 @@ def train(
         if split in splits and splits[split].has_labels and len(splits[split]):
             final[split] = _evaluate(loop.scorer, method, splits[split], config)
     wall = loop.elapsed()
-    for sink in sinks:
-        sink.write({"final": final, "best_step": progress.best_step, "wall_time_s": wall, "step": progress.step})
-        sink.close()
+    last = {"final": final, "best_step": progress.best_step, "wall_time_s": wall}
+    log_file.write(last)
+    for tracker in trackers:  # trackers need an x value: the final metrics sit at the last step
+        tracker.write(last | {"step": progress.step})
+        tracker.close()
     emit(TrainEvent("end", progress.step, loop.total, metrics=final.get("test", final.get("validation", {}))))
     meta = _metadata(backbone, method, splits, config, loop.lr, loop.wd, final, progress.step, wall, parent)
     artifact = Artifact(prompt=method.collapse(), meta=meta, state=method.state_tensors())
@@ -292,9 +294,6 @@ class _JsonlLog:
             with self.path.open("ab") as fh:
                 fh.write((json.dumps(row, sort_keys=True) + "\n").encode())
                 self.offset = fh.tell()
-
-    def close(self) -> None:
-        pass
 
 
 def _metadata(
