@@ -30,14 +30,12 @@ def sweep_cmd(
     """Run every cell of a grid as a Ray Tune trial; each finished trial is published once, tagged
     sweep/task/method/dropout/seed. A failed trial never stops the others; its error is kept."""
     from spp.cli.progress import SweepProgress
-    from spp.registry import Registry
     from spp.sweep.runner import Resources, check_ray, run_sweep
     from spp.sweep.spec import load_spec
 
     check_ray()
     sweep_spec = load_spec(spec)
-    location = registry or (Path(sweep_spec.registry) if sweep_spec.registry else None)
-    reg_root = str(Registry(location).root.resolve())
+    reg_root = _registry_location(registry or sweep_spec.registry)
     resources = Resources(num_cpus=num_cpus, num_gpus=num_gpus, cpus_per_trial=cpus_per_trial,
                           gpus_per_trial=gpus_per_trial)
     with SweepProgress(enabled=not json_out, title=f"sweep {sweep_spec.name}") as progress:
@@ -53,6 +51,17 @@ def sweep_cmd(
         _print_sweep(report)
     if summary.failed or summary.pending:
         raise typer.Exit(1)
+
+
+def _registry_location(value: object) -> str:
+    """The registry as every trial worker must see it: an absolute directory, or a URL as given
+    (a shared PostgreSQL + fsspec registry)."""
+    from spp.registry.core import default_root
+
+    if value is None:
+        return str(default_root().resolve())
+    text = str(value)
+    return text if "://" in text else str(Path(text).expanduser().resolve())
 
 
 def _print_sweep(report: dict[str, Any]) -> None:

@@ -186,7 +186,7 @@ def spec_from_dict(raw: dict[str, Any], base: Path) -> SweepSpec:
     values["tasks"] = [_task_ref(t, base) for t in raw.get("tasks", [])]
     values["data_dirs"] = {k: str(_resolve(v, base)) for k, v in raw.get("data_dirs", {}).items()}
     for key in ("storage", "registry"):
-        if raw.get(key):
+        if raw.get(key) and "://" not in str(raw[key]):  # a URL (shared registry) stays as written
             values[key] = str(_resolve(raw[key], base))
     if raw.get("tokenizer") and (base / raw["tokenizer"]).exists():
         values["tokenizer"] = str(base / raw["tokenizer"])
