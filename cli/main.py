@@ -13,7 +13,7 @@ import logging
 import typer
 from typer.core import TyperGroup
 
-from spp.cli import common, registry, serve, sharing, train, transfer
+from spp.cli import common, registry, serve, sharing, sweep, train, transfer
 from spp.cli.method_flags import MethodFlagsCommand
 from spp.prompts.errors import SppError
 
@@ -80,6 +80,10 @@ app.command("import-peft")(sharing.import_peft_cmd)
 # Serving and cross-task transfer (spp.cli.serve, spp.cli.transfer)
 app.command("serve")(serve.serve_cmd)
 app.command("transfer")(transfer.transfer_cmd)
+
+# Sweeps on Ray Tune and paper-style reports (spp.cli.sweep)
+app.command("sweep")(sweep.sweep_cmd)
+app.command("report")(sweep.report_cmd)
 
 
 def main() -> None:

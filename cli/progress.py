@@ -78,3 +78,45 @@ def count_progress(description: str, enabled: bool = True, total: int | None = N
     with _progress() as progress:
         task = progress.add_task(description, total=total, info="")
         yield lambda n: progress.advance(task, n)
+
+
+class SweepProgress:
+    """A live table of a sweep's trials (pending / running / done / failed) and the counts."""
+
+    STYLES = {"pending": "dim", "running": "yellow", "done": "green", "failed": "red"}
+
+    def __init__(self, enabled: bool = True, title: str = "sweep") -> None:
+        self.enabled, self.title = enabled, title
+        self.status: dict[str, tuple[str, str]] = {}
+        self._live = None
+
+    def __enter__(self) -> "SweepProgress":
+        if self.enabled:
+            from rich.live import Live
+
+            self._live = Live(self._render(), console=err_console, refresh_per_second=4, transient=False)
+            self._live.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._live:
+            self._live.update(self._render())
+            self._live.stop()
+
+    def update(self, event) -> None:  # a spp.sweep.runner.SweepEvent
+        self.status[event.trial] = (event.kind, event.info)
+        if self._live:
+            self._live.update(self._render())
+
+    def _render(self):
+        from rich.table import Table
+
+        counts = {k: sum(1 for s, _ in self.status.values() if s == k) for k in self.STYLES}
+        caption = "  ".join(f"[{self.STYLES[k]}]{k} {n}[/]" for k, n in counts.items())
+        table = Table(title=self.title, caption=caption, show_lines=False)
+        table.add_column("trial")
+        table.add_column("status")
+        table.add_column("version / error", overflow="fold")
+        for trial, (kind, info) in self.status.items():
+            table.add_row(trial, f"[{self.STYLES[kind]}]{kind}[/]", info)
+        return table

@@ -61,6 +61,10 @@ def train_cmd(
     device: Device = "auto",
     dtype: Dtype = "auto",
     log: Annotated[Optional[Path], typer.Option(help="metrics.jsonl path \\[default: beside the artifact].")] = None,
+    checkpoint_dir: Annotated[Optional[Path], typer.Option(help="Save resumable run state (method, optimizer, RNGs, step, log position) here.")] = None,
+    checkpoint_every: Annotated[int, typer.Option(help="Checkpoint every N steps (0: at every validation; always at the end).")] = 0,
+    resume: Annotated[bool, typer.Option(help="Continue from the checkpoint in --checkpoint-dir (a fresh start if there is none).")] = False,
+    report_to: Annotated[list[str], typer.Option(help="Also log the metrics.jsonl rows to tensorboard, mlflow or wandb (repeatable; TensorBoard files go to runs/ beside the artifact).")] = [],
     publish: Annotated[bool, typer.Option(help="Publish the artifact to the registry on success.")] = False,
     alias: Annotated[Optional[str], typer.Option(help="With --publish: point this alias at the new version.")] = None,
     registry: RegistryOpt = None,
@@ -76,6 +80,8 @@ def train_cmd(
     from spp.prompts.backbone import load_backbone
     from spp.prompts.tasks import get_task
     from spp.prompts.train.pipeline import method_options as checked_options, train_to_artifact
+    from spp.prompts.train.checkpoint import CheckpointConfig
+    from spp.prompts.train.tracking import check_report_to
     from spp.prompts.train.trainer import TrainConfig
 
     common.quiet_libraries()
@@ -88,6 +94,10 @@ def train_cmd(
     log = log or out.with_suffix(".metrics.jsonl")
     if alias and not publish:
         common.fail("--alias needs --publish")
+    if resume and checkpoint_dir is None:
+        common.fail("--resume needs --checkpoint-dir")
+    report_to = check_report_to([n for item in report_to for n in item.split(",") if n])
+    checkpoint = CheckpointConfig(checkpoint_dir, every=checkpoint_every, resume=resume) if checkpoint_dir else None
     init_from = _init_source(method, options, init_from)
     bb = load_backbone(backbone, tokenizer=tokenizer, dropout=dropout, device=device, dtype=dtype,  # type: ignore[arg-type]
                        revision=revision)
@@ -96,7 +106,7 @@ def train_cmd(
         result, path = train_to_artifact(
             bb, spec, method, options, config, out=out, data_dir=data_dir, max_train=max_train_samples,
             max_eval=max_eval_samples, log_path=log, on_event=progress.update, init_prompt=init_prompt,
-            sources=source_tensor, parent=parent,
+            sources=source_tensor, parent=parent, checkpoint=checkpoint, report_to=report_to,
         )
     summary: dict[str, Any] = {"artifact": str(path), "log": str(log), "task": spec.name, "method": method,
                                "trainable_params": result.method.num_trainable(), "best_step": result.best_step,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-TOP = {"prompts": "spp/prompts", "registry": "spp/registry", "serve": "spp/serve", "cli": "spp/cli"}
+TOP = {"prompts": "spp/prompts", "registry": "spp/registry", "serve": "spp/serve", "cli": "spp/cli", "sweep": "spp/sweep"}
 
 
 def _expected() -> set[str]:

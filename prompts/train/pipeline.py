@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -20,6 +20,8 @@ from spp.prompts.tasks.data import load_split, load_splits
 from spp.prompts.evaluate import evaluate_prompt
 from spp.prompts.scoring import Scorer
 from spp.prompts.tasks.spec import TaskSpec
+from spp.prompts.train.checkpoint import CheckpointConfig
+from spp.prompts.train.tracking import make_trackers
 from spp.prompts.train.trainer import TrainConfig, TrainEvent, TrainResult, build_prompt_method, train
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,8 @@ def train_to_artifact(
     init_prompt: torch.Tensor | None = None,
     sources: torch.Tensor | None = None,
     parent: str | None = None,
+    checkpoint: CheckpointConfig | None = None,
+    report_to: Sequence[str] = (),
 ) -> tuple[TrainResult, Path]:
     """Load the splits, train, and write the artifact to ``out`` (atomically)."""
     if init_prompt is not None:
@@ -64,7 +68,12 @@ def train_to_artifact(
     method_obj = build_prompt_method(
         backbone, method, options, task.label_words, seed=config.seed, init_prompt=init_prompt, sources=sources
     )
-    result = train(backbone, method_obj, splits, config, log_path=log_path, on_event=on_event, parent=parent)
+    run_name = Path(out).stem
+    params = {"task": task.name, "method": method, "options": options, "backbone": backbone.name,
+              "train": dataclasses.asdict(config)}
+    trackers = make_trackers(report_to, Path(out).parent / "runs", run_name, params)
+    result = train(backbone, method_obj, splits, config, log_path=log_path, on_event=on_event, parent=parent,
+                   checkpoint=checkpoint, trackers=trackers)
     return result, save_artifact(result.artifact, out)
 
 

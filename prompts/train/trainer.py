@@ -16,7 +16,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, Sequence
 
 import torch
 
@@ -30,6 +30,8 @@ from spp.prompts.methods.registry import build_method, get_method
 from spp.prompts.scoring import Scorer
 from spp.prompts.tasks.data import TaskData
 from spp.prompts.tasks.spec import TaskError, main_score
+from spp.prompts.train.checkpoint import BatchSampler, CheckpointConfig, Progress, load_checkpoint, save_checkpoint
+from spp.prompts.train.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
@@ -120,63 +122,127 @@ def train(
     log_path: str | Path | None = None,
     on_event: Callable[[TrainEvent], None] | None = None,
     parent: str | None = None,
+    checkpoint: CheckpointConfig | None = None,
+    trackers: Sequence[Tracker] = (),
 ) -> TrainResult:
-    """Train ``method`` on ``splits['train']``, select on 'validation', report 'test'."""
+    """Train ``method`` on ``splits['train']``, select on 'validation', report 'test'.
+
+    With ``checkpoint`` the run state is saved every ``checkpoint.every`` steps (and at the
+    end); with ``checkpoint.resume`` a run continues from its checkpoint and ends bitwise where
+    an uninterrupted run with the same settings ends.
+    """
     train_data, task = splits["train"], splits["train"].task
     if not train_data.has_labels or len(train_data) == 0:
         raise TaskError(f"task {task.name}: the training split is empty or unlabeled")
-    cls = get_method(method.name)
-    lr = config.lr if config.lr is not None else cls.default_lr
-    wd = config.weight_decay if config.weight_decay is not None else cls.default_weight_decay
-    scorer = Scorer(backbone, max_source_length=config.max_source_length)
-    opt = torch.optim.AdamW(method.param_groups(wd), lr=lr)
-    micro_per_epoch = math.ceil(len(train_data) / config.batch_size)
-    steps_per_epoch = max(1, micro_per_epoch // config.grad_accum)
-    total = config.max_steps or max(1, round(config.epochs * steps_per_epoch))
-    eval_every = config.eval_every or steps_per_epoch
+    loop = _Loop(backbone, method, splits, config, checkpoint)
+    progress = loop.start()
     emit = on_event or (lambda e: None)
-    logger = _JsonlLog(log_path)
-    labels = _label_tensor(backbone, task.label_words, train_data.labels)  # (N, Lt)
-    gen = torch.Generator().manual_seed(config.seed)
-    best = (-math.inf, 0, copy.deepcopy(method.state_dict()))
-    history: list[dict[str, Any]] = []
-    t0 = time.perf_counter()
-    emit(TrainEvent("start", 0, total))
-    step, batches = 0, _batches(len(train_data), config.batch_size, gen)
+    log_file = _JsonlLog(log_path, offset=progress.log_offset if progress.step else None)
+    emit(TrainEvent("start", progress.step, loop.total))
     method.train()
-    while step < total:
-        loss_sum = 0.0
-        for _ in range(config.grad_accum):
-            idx = next(batches)
-            loss = _loss(scorer, method, [train_data.texts[i] for i in idx], labels[idx])
-            (loss / config.grad_accum).backward()
-            loss_sum += loss.item() / config.grad_accum
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        step += 1
-        row = {"step": step, "loss": loss_sum, "lr": lr, "elapsed_s": time.perf_counter() - t0}
-        emit(TrainEvent("step", step, total, loss=loss_sum))
-        if "validation" in splits and (step % eval_every == 0 or step == total):
-            metrics = _evaluate(scorer, method, splits["validation"], config)
-            row["validation"] = metrics
-            score = main_score(metrics)
-            if score > best[0]:
-                best = (score, step, copy.deepcopy(method.state_dict()))
-            emit(TrainEvent("eval", step, total, loss=loss_sum, metrics=metrics))
-        logger.write(row)
-        history.append(row)
+    while progress.step < loop.total:
+        row, metrics = loop.step(progress)
+        emit(TrainEvent("step", progress.step, loop.total, loss=row["loss"]))
+        if metrics is not None:
+            emit(TrainEvent("eval", progress.step, loop.total, loss=row["loss"], metrics=metrics))
+        for sink in (log_file, *trackers):
+            sink.write(row)
+        progress.history.append(row)
+        progress.log_offset = log_file.offset
+        loop.maybe_checkpoint(progress)
     if "validation" in splits:
-        method.load_state_dict(best[2])
+        method.load_state_dict(progress.best_state)
     final: dict[str, dict[str, float]] = {}
     for split in ("validation", "test"):
         if split in splits and splits[split].has_labels and len(splits[split]):
-            final[split] = _evaluate(scorer, method, splits[split], config)
-    wall = time.perf_counter() - t0
-    logger.write({"final": final, "best_step": best[1], "wall_time_s": wall})
-    emit(TrainEvent("end", step, total, metrics=final.get("test", final.get("validation", {}))))
-    meta = _metadata(backbone, method, splits, config, lr, wd, final, step, wall, parent)
+            final[split] = _evaluate(loop.scorer, method, splits[split], config)
+    wall = loop.elapsed()
+    last = {"final": final, "best_step": progress.best_step, "wall_time_s": wall}
+    log_file.write(last)
+    for tracker in trackers:  # trackers need an x value: the final metrics sit at the last step
+        tracker.write(last | {"step": progress.step})
+        tracker.close()
+    emit(TrainEvent("end", progress.step, loop.total, metrics=final.get("test", final.get("validation", {}))))
+    meta = _metadata(backbone, method, splits, config, loop.lr, loop.wd, final, progress.step, wall, parent)
     artifact = Artifact(prompt=method.collapse(), meta=meta, state=method.state_tensors())
-    return TrainResult(artifact=artifact, method=method, best_step=best[1] or step, history=history)
+    return TrainResult(artifact=artifact, method=method, best_step=progress.best_step or progress.step,
+                       history=progress.history)
+
+
+class _Loop:
+    """One run's optimizer, data order and step function, with checkpoint save/restore."""
+
+    def __init__(self, backbone: Backbone, method: PromptMethod, splits: dict[str, TaskData], config: TrainConfig,
+                 checkpoint: CheckpointConfig | None) -> None:
+        cls = get_method(method.name)
+        self.method, self.splits, self.config, self.checkpoint = method, splits, config, checkpoint
+        self.lr = config.lr if config.lr is not None else cls.default_lr
+        self.wd = config.weight_decay if config.weight_decay is not None else cls.default_weight_decay
+        self.scorer = Scorer(backbone, max_source_length=config.max_source_length)
+        self.opt = torch.optim.AdamW(method.param_groups(self.wd), lr=self.lr)
+        data = splits["train"]
+        steps_per_epoch = max(1, math.ceil(len(data) / config.batch_size) // config.grad_accum)
+        self.total = config.max_steps or max(1, round(config.epochs * steps_per_epoch))
+        self.eval_every = config.eval_every or steps_per_epoch
+        self.labels = _label_tensor(backbone, data.task.label_words, data.labels)  # (N, Lt)
+        self.sampler = BatchSampler(len(data), config.batch_size, config.seed)
+        self.identity = {"task": data.task.name, "method": method.name, "method_config": method.config.to_dict(),
+                         "train_config": asdict(config), "train_size": len(data), "backbone": backbone.fingerprint}
+        self.t0 = time.perf_counter()
+
+    def start(self) -> Progress:
+        """A fresh run's progress, or the checkpoint's when resuming (method, optimizer, RNGs restored)."""
+        progress = None
+        if self.checkpoint and self.checkpoint.resume:
+            progress = load_checkpoint(self.checkpoint, method=self.method, optimizer=self.opt,
+                                       sampler=self.sampler, identity=self.identity)
+            if progress:
+                log.info("resuming at step %d of %d from %s", progress.step, self.total, self.checkpoint.path)
+        progress = progress or Progress(best_state=copy.deepcopy(self.method.state_dict()))
+        self.t0 = time.perf_counter() - progress.elapsed_s
+        return progress
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def step(self, progress: Progress) -> tuple[dict[str, Any], dict[str, float] | None]:
+        """One optimizer step (and a validation when due): the log row and the metrics if any."""
+        data, config = self.splits["train"], self.config
+        loss_sum = 0.0
+        for _ in range(config.grad_accum):
+            idx = self.sampler.next()
+            loss = _loss(self.scorer, self.method, [data.texts[i] for i in idx], self.labels[idx])
+            (loss / config.grad_accum).backward()
+            loss_sum += loss.item() / config.grad_accum
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        progress.step += 1
+        row: dict[str, Any] = {"step": progress.step, "loss": loss_sum, "lr": self.lr,
+                               "prompt_norm": _prompt_norm(self.method), "elapsed_s": self.elapsed()}
+        metrics = None
+        if "validation" in self.splits and (progress.step % self.eval_every == 0 or progress.step == self.total):
+            metrics = _evaluate(self.scorer, self.method, self.splits["validation"], config)
+            row["validation"] = metrics
+            score = main_score(metrics)
+            if score > progress.best_score:
+                progress.best_score, progress.best_step = score, progress.step
+                progress.best_state = copy.deepcopy(self.method.state_dict())
+        return row, metrics
+
+    def maybe_checkpoint(self, progress: Progress) -> None:
+        if self.checkpoint is None:
+            return
+        every = self.checkpoint.every or self.eval_every
+        if progress.step % every == 0 or progress.step == self.total:
+            progress.elapsed_s = self.elapsed()
+            save_checkpoint(self.checkpoint, method=self.method, optimizer=self.opt, sampler=self.sampler,
+                            progress=progress, identity=self.identity)
+
+
+@torch.no_grad()
+def _prompt_norm(method: PromptMethod) -> float:
+    """mu_t: the mean L2 norm of the prompt tokens (EPT's prompt-norm curves)."""
+    return float(method().detach().float().norm(dim=-1).mean())
 
 
 def _loss(scorer: Scorer, method: PromptMethod, texts: list[str], labels: torch.Tensor) -> torch.Tensor:
@@ -209,25 +275,27 @@ def _label_tensor(backbone: Backbone, words: tuple[str, ...], labels: list[int |
     return table[torch.tensor(labels, dtype=torch.long)]  # (N, width)
 
 
-def _batches(n: int, batch_size: int, gen: torch.Generator):
-    """Endless shuffled minibatches (a new permutation each epoch, seeded)."""
-    while True:
-        perm = torch.randperm(n, generator=gen)
-        for a in range(0, n, batch_size):
-            yield perm[a : a + batch_size]
-
-
 class _JsonlLog:
-    def __init__(self, path: str | Path | None) -> None:
+    """metrics.jsonl: one JSON row per line. A resumed run cuts the file back to the checkpoint's
+    byte offset, dropping rows logged after the checkpoint (they are logged again)."""
+
+    def __init__(self, path: str | Path | None, offset: int | None = None) -> None:
         self.path = Path(path) if path else None
+        self.offset = 0
         if self.path:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.path.write_text("")
+            if offset is None or not self.path.is_file():
+                self.path.write_text("")
+            else:
+                with self.path.open("r+b") as fh:
+                    fh.truncate(offset)
+                self.offset = offset
 
     def write(self, row: dict[str, Any]) -> None:
         if self.path:
-            with self.path.open("a") as fh:
-                fh.write(json.dumps(row, sort_keys=True) + "\n")
+            with self.path.open("ab") as fh:
+                fh.write((json.dumps(row, sort_keys=True) + "\n").encode())
+                self.offset = fh.tell()
 
 
 def _metadata(
