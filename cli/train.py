@@ -80,7 +80,7 @@ def train_cmd(
     from spp.prompts.backbone import load_backbone
     from spp.prompts.tasks import get_task
     from spp.prompts.train.pipeline import method_options as checked_options, train_to_artifact
-    from spp.prompts.train.checkpoint import CheckpointConfig
+    from spp.prompts.train.checkpoint import CheckpointConfig, resume_dtype
     from spp.prompts.train.tracking import check_report_to
     from spp.prompts.train.trainer import TrainConfig
 
@@ -99,7 +99,8 @@ def train_cmd(
     report_to = check_report_to([n for item in report_to for n in item.split(",") if n])
     checkpoint = CheckpointConfig(checkpoint_dir, every=checkpoint_every, resume=resume) if checkpoint_dir else None
     init_from = _init_source(method, options, init_from)
-    bb = load_backbone(backbone, tokenizer=tokenizer, dropout=dropout, device=device, dtype=dtype,  # type: ignore[arg-type]
+    bb = load_backbone(backbone, tokenizer=tokenizer, dropout=dropout, device=device,
+                       dtype=resume_dtype(checkpoint, dtype),  # type: ignore[arg-type]
                        revision=revision)
     init_prompt, source_tensor, parent = _start_prompts(bb, options, init_from, sources, registry)
     with TrainProgress(enabled=not json_out) as progress:

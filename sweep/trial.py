@@ -73,14 +73,15 @@ def _train_and_publish(trial: Trial, sweep: str, folder: Path, registry: str, th
 
     from spp.prompts.backbone import load_backbone
     from spp.prompts.tasks import get_task, main_score
-    from spp.prompts.train.checkpoint import CheckpointConfig
+    from spp.prompts.train.checkpoint import CheckpointConfig, resume_dtype
     from spp.prompts.train.pipeline import method_options, train_to_artifact
     from spp.prompts.train.trainer import TrainConfig
 
     torch.set_num_threads(max(1, threads))
     spec = get_task(trial.task)
-    backbone = load_backbone(trial.backbone, tokenizer=trial.tokenizer, dropout=trial.dropout)  # type: ignore[arg-type]
     checkpoint = CheckpointConfig(folder / "checkpoint", every=checkpoint_every, resume=True)
+    backbone = load_backbone(trial.backbone, tokenizer=trial.tokenizer, dropout=trial.dropout,  # type: ignore[arg-type]
+                             dtype=resume_dtype(checkpoint, "auto"))
     result, path = train_to_artifact(
         backbone, spec, trial.method, method_options(trial.method, dict(trial.options)), TrainConfig(**trial.train),
         out=folder / "prompt.safetensors", data_dir=trial.data_dir, max_train=trial.max_train,

@@ -132,6 +132,27 @@ def save_checkpoint(
     return atomic_write(cfg.path, data)
 
 
+def resume_dtype(cfg: "CheckpointConfig | None", dtype: str) -> str:
+    """The dtype to load the backbone in: for ``--dtype auto`` on resume, the checkpointed run's.
+
+    ``auto`` measures the hardware at start-up and may choose differently on a later start (a busy
+    machine, another host), and a run that changes dtype half-way is no longer the same run: it
+    continues in the dtype it started with. An unreadable checkpoint is reported by
+    :func:`load_checkpoint`, in one line, once the run starts.
+    """
+    if dtype != "auto" or cfg is None or not cfg.resume or not cfg.path.is_file():
+        return dtype
+    try:
+        with open(cfg.path, "rb") as fh:
+            size = int.from_bytes(fh.read(8), "little")
+            if size > 100_000_000:  # a header is kilobytes: refuse to read a corrupt length
+                return dtype
+            header = json.loads(fh.read(size))
+        return str(json.loads(header["__metadata__"]["checkpoint"])["identity"].get("dtype") or dtype)
+    except (OSError, ValueError, KeyError, TypeError):
+        return dtype
+
+
 def load_checkpoint(
     cfg: CheckpointConfig,
     *,

@@ -187,7 +187,8 @@ class _Loop:
         self.labels = _label_tensor(backbone, data.task.label_words, data.labels)  # (N, Lt)
         self.sampler = BatchSampler(len(data), config.batch_size, config.seed)
         self.identity = {"task": data.task.name, "method": method.name, "method_config": method.config.to_dict(),
-                         "train_config": asdict(config), "train_size": len(data), "backbone": backbone.fingerprint}
+                         "train_config": asdict(config), "train_size": len(data), "backbone": backbone.fingerprint,
+                         "dtype": str(backbone.dtype).removeprefix("torch.")}  # a resumed run keeps its dtype
         self.t0 = time.perf_counter()
 
     def start(self) -> Progress:

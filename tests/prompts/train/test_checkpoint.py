@@ -48,7 +48,7 @@ def _rows(path: Path) -> list[dict]:
 def test_sigkill_then_resume_matches_an_uninterrupted_run(tiny_backbone_dir, demo_data, tmp_path) -> None:
     common = ["train", demo_data["sentiment"], "--method", "superpos", "--m", 8, "--n-tokens", 3,
               "--backbone", tiny_backbone_dir, "--max-steps", 14, "--batch-size", 8, "--eval-every", 4,
-              "--max-eval-samples", 16, "--device", "cpu", "--json"]
+              "--max-eval-samples", 16, "--device", "cpu", "--dtype", "float32", "--json"]  # auto measures per start
     straight = subprocess.run(_spp(*common, "--out", tmp_path / "a.safetensors"), env=_env(), capture_output=True,
                               text=True, timeout=300)
     assert straight.returncode == 0, straight.stderr
@@ -98,3 +98,23 @@ def test_resume_refuses_a_checkpoint_of_another_run(tiny_backbone, demo_data, tm
     with pytest.raises(CheckpointError, match="unreadable"):
         _run(tiny_backbone, task, splits, TrainConfig(max_steps=2, batch_size=8),
              CheckpointConfig(ck.directory, resume=True))
+
+
+def test_resume_with_dtype_auto_continues_in_the_checkpointed_dtype(tmp_path) -> None:
+    """`auto` measures the machine at each start; a resumed run must not switch dtype half-way."""
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    from spp.prompts.train.checkpoint import CheckpointConfig, resume_dtype
+
+    cfg = CheckpointConfig(tmp_path, resume=True)
+    assert resume_dtype(cfg, "auto") == "auto"  # nothing to resume yet: the hardware decides
+    info = {"identity": {"dtype": "bfloat16"}}
+    save_file({"x": torch.zeros(1)}, str(cfg.path), metadata={"checkpoint": json.dumps(info)})
+    assert resume_dtype(cfg, "auto") == "bfloat16"
+    assert resume_dtype(cfg, "float32") == "float32"  # an explicit dtype is the user's (identity check refuses a change)
+    assert resume_dtype(CheckpointConfig(tmp_path, resume=False), "auto") == "auto"
+    cfg.path.write_bytes(b"\xff" * 16)  # unreadable: load_checkpoint reports it once the run starts
+    assert resume_dtype(cfg, "auto") == "auto"
