@@ -23,16 +23,15 @@ else ``$SPP_BLOB_CACHE``, else the per-user cache directory), also keyed and che
 from __future__ import annotations
 
 import logging
-import math
 import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from spp.prompts.artifact.codec import canonical_bytes
-from spp.prompts.artifact.files import MAX_ARTIFACT_BYTES, FileReadError, read_bounded
 from spp.registry.errors import IntegrityError, PublishError, RegistryError
 from spp.registry.index import Index, Version, publish_row
+from spp.registry.intake import source_bytes, validate_artifact
 from spp.registry.ledger import Ledger
 from spp.registry.location import HOME_ENV, Location, default_root, parse_location
 from spp.registry.refs import Ref, check_alias, check_name, check_tags, parse_ref
@@ -118,12 +117,12 @@ class Registry:
         published under the same name returns that version with ``created=False`` (its aliases
         and tags are still applied). Any problem with the file is a one-line :class:`PublishError`.
         """
-        data, label = _source_bytes(source)
+        data, label = source_bytes(source)
         try:
             data = canonical_bytes(data)
         except (ValueError, UnicodeDecodeError):
             pass  # not safetensors at all: _validate names the problem
-        meta = _validate(data, label)
+        meta = validate_artifact(data, label)
         name = check_name(name if name is not None else meta.task, error=PublishError)
         aliases = [check_alias(a, error=PublishError) for a in aliases]
         tag_values = check_tags(tags or {}, error=PublishError)
@@ -371,48 +370,3 @@ class Registry:
         from spp.registry.ledger import rebuild_index
 
         return rebuild_index(self)
-
-
-def _source_bytes(source: "str | os.PathLike[str] | Artifact | bytes") -> tuple[bytes, str]:
-    from spp.prompts.artifact import Artifact, ArtifactError, artifact_bytes
-
-    if isinstance(source, Artifact):
-        try:
-            return artifact_bytes(source), f"artifact for task {source.meta.task!r}"
-        except ArtifactError as exc:
-            raise PublishError(f"cannot publish artifact for task {source.meta.task!r}: {exc}") from None
-    if isinstance(source, (bytes, bytearray)):
-        if len(source) > MAX_ARTIFACT_BYTES:
-            raise PublishError(f"cannot publish <bytes>: {len(source)} bytes, more than the maximum of {MAX_ARTIFACT_BYTES}")
-        return bytes(source), "<bytes>"
-    path = Path(source)
-    try:  # a file from anywhere: regular files up to MAX_ARTIFACT_BYTES only (never /dev/zero)
-        return read_bounded(path), str(path)
-    except FileReadError as exc:
-        raise PublishError(f"cannot publish {exc}") from None
-    except OSError as exc:
-        raise PublishError(f"cannot publish {path}: {exc.strerror or exc}") from None
-
-
-def _validate(data: bytes, label: str):
-    """Header, required metadata, prompt shape n x d_model, finite values, numeric metrics."""
-    from spp.prompts.artifact import ArtifactError, decode
-
-    try:
-        artifact = decode(data)
-    except ArtifactError as exc:
-        raise PublishError(f"cannot publish {label}: {exc}") from None
-    _check_metrics(artifact.meta.metrics, label)
-    return artifact.meta
-
-
-def _check_metrics(metrics: Any, label: str) -> None:
-    ok = isinstance(metrics, dict) and all(
-        isinstance(split, dict)
-        and all(isinstance(k, str) and isinstance(x, (int, float)) and not isinstance(x, bool) for k, x in split.items())
-        for split in metrics.values()
-    )
-    if not ok:
-        raise PublishError(f"cannot publish {label}: metadata 'metrics' must map split -> metric name -> number")
-    if any(not math.isfinite(x) for split in metrics.values() for x in split.values()):
-        raise PublishError(f"cannot publish {label}: metadata 'metrics' contains NaN or infinite values")

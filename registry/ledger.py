@@ -105,7 +105,7 @@ def rebuild_index(reg: "Registry") -> tuple[list[str], list[str]]:
     own number, each name's counter past every number ever used, the store's identity. Aliases,
     tags and deprecation marks live only in the index and are not restored.
     Returns (refs rebuilt, refs skipped because their blob is missing or corrupt)."""
-    from spp.registry.core import _validate
+    from spp.registry.intake import validate_artifact
     from spp.registry.schema import Version, publish_row
     from spp.registry.store import sha256_bytes
 
@@ -131,7 +131,7 @@ def rebuild_index(reg: "Registry") -> tuple[list[str], list[str]]:
                     log.warning("not rebuilt: %s (blob missing or corrupt in %s)", ref, reg.store.where(sha))
                     skipped.append(ref)
                     continue
-                row = publish_row(_validate(data, ref), name=name, sha256=sha, size=len(data),
+                row = publish_row(validate_artifact(data, ref), name=name, sha256=sha, size=len(data),
                                   created_at=record["created_at"])
                 reg.index.restore(conn, Version(**row, version=number))
                 rebuilt.append(ref)
