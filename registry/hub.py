@@ -96,7 +96,7 @@ def card_dataset(meta: Any) -> tuple[str | None, str | None, str | None]:
     """
     dataset = meta.dataset if isinstance(meta.dataset, dict) else {}
     spec_hub = (meta.task_spec or {}).get("hub") if isinstance(meta.task_spec, dict) else None
-    recorded = dataset.get("id")  # local files: their folder's absolute path, never shown
+    recorded = dataset.get("id")  # local files: "local:<folder name>" (older artifacts: a path), never shown
     if dataset.get("format", "hub") == "hub" and isinstance(recorded, str) and is_hub_model_id(recorded):
         return recorded, _opt_str(dataset.get("config")), _opt_str(dataset.get("revision"))
     if isinstance(spec_hub, (list, tuple)) and len(spec_hub) == 2 and isinstance(spec_hub[0], str):

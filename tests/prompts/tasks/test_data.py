@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -42,8 +43,10 @@ def test_rte_glue_tsv(rte_tsv):
     assert train.labels == [0, 1]
     assert train[1].fields == {"premise": 'He said "hi.', "hypothesis": "Nobody spoke."}  # stray quote kept
     assert train.texts[0] == "rte sentence1: A cat sat. sentence2: A cat sits."
-    assert train.source == {"id": str(rte_tsv.resolve()), "config": None, "revision": None, "format": "tsv",
-                            "split": "train.tsv", "hub_split": "train", "num_examples": 2}
+    file_sha = hashlib.sha256((rte_tsv / "train.tsv").read_bytes()).hexdigest()
+    assert train.source == {"id": f"local:{rte_tsv.resolve().name}", "config": None, "revision": None, "format": "tsv",
+                            "split": "train.tsv", "sha256": file_sha, "hub_split": "train", "num_examples": 2}
+    assert str(rte_tsv.resolve()) not in json.dumps(train.source)  # no local path travels in artifacts
     test = load_split("rte", "test", data_dir=rte_tsv)
     assert test.labels == [None] and not test.has_labels
     assert test.texts == ["rte sentence1: P. sentence2: H."]

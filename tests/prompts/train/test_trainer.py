@@ -69,6 +69,8 @@ def test_artifact_file_log_and_metadata(tiny_backbone, demo_data, tmp_path) -> N
     assert meta.trainable_params == 5 * (tiny_backbone.d_model * 16 + 16)
     assert meta.hparams["lr"] == 0.01 and meta.hparams["weight_decay"] == 1e-5 and meta.hparams["grad_accum"] == 2
     assert meta.steps == 4 and meta.seed == 3 and meta.dataset["sizes"]["validation"] == 20
+    # local data is named by folder name + file sha256: no absolute path travels with the artifact
+    assert meta.dataset["id"].startswith("local:") and "/" not in meta.dataset["id"] and len(meta.dataset["sha256"]) == 64
     assert set(meta.metrics) == {"validation", "test"} and list(meta.task_spec["label_words"]) == ["negative", "positive"]
     assert {"state.E_freeze", "state.delta", "state.p_prime"} <= {f"state.{k}" for k in result.artifact.state}
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]

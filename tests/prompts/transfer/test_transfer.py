@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import random
@@ -233,7 +234,9 @@ def test_an_unlabeled_split_is_a_clear_error(tmp_path):
 def test_data_dir_may_hold_one_folder_per_task(tmp_path, specs):
     write_mood_task(tmp_path / "all")
     data = load_target(specs["mood"], "validation", data_dir=tmp_path / "all")
-    assert len(data) == 40 and Path(data.source["id"]) == (tmp_path / "all" / "mood").resolve()
+    mood_file = tmp_path / "all" / "mood" / data.source["split"]
+    assert len(data) == 40 and data.source["id"] == "local:mood"
+    assert data.source["sha256"] == hashlib.sha256(mood_file.read_bytes()).hexdigest()
 
 
 def test_resolve_task_uses_the_spec_recorded_in_an_artifact(sources):
