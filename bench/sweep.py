@@ -108,6 +108,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench/results/sweep.json"))
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    args.work = args.work.resolve()  # the spec names files by absolute path (relative ones are the spec's)
     model, specs = prepare(args.work)
     runs = args.work / "runs"
     shutil.rmtree(runs, ignore_errors=True)
