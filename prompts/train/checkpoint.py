@@ -143,14 +143,15 @@ def resume_dtype(cfg: "CheckpointConfig | None", dtype: str) -> str:
     if dtype != "auto" or cfg is None or not cfg.resume or not cfg.path.is_file():
         return dtype
     try:
-        with open(cfg.path, "rb") as fh:
-            size = int.from_bytes(fh.read(8), "little")
-            if size > 100_000_000:  # a header is kilobytes: refuse to read a corrupt length
-                return dtype
-            header = json.loads(fh.read(size))
-        return str(json.loads(header["__metadata__"]["checkpoint"])["identity"].get("dtype") or dtype)
-    except (OSError, ValueError, KeyError, TypeError):
+        return str(_info(cfg.path.read_bytes())["identity"].get("dtype") or dtype)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return dtype
+
+
+def _info(data: bytes) -> dict[str, Any]:
+    """The checkpoint's JSON part (step, identity, ...), from its safetensors header."""
+    header, _ = safetensors_header(data)
+    return json.loads(header["__metadata__"]["checkpoint"])
 
 
 def load_checkpoint(
@@ -168,8 +169,7 @@ def load_checkpoint(
         return None
     data = cfg.path.read_bytes()
     try:
-        header, _ = safetensors_header(data)
-        info = json.loads(header["__metadata__"]["checkpoint"])
+        info = _info(data)
         tensors = load(data)
     except (ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"checkpoint {cfg.path} is unreadable: {exc}") from None
