@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from spp.prompts.artifact.files import atomic_write
+from spp.prompts.artifact.files import atomic_write, sha256_file  # sha256_file: re-exported for the store and its callers
 from spp.registry.errors import RegistryError
 from spp.registry.location import STORE_EXTRAS
 
@@ -45,14 +45,6 @@ def stall_point(point: str) -> None:
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_HASH_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _fsync_dir(path: Path) -> None:

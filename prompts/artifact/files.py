@@ -4,6 +4,7 @@ PEFT import)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 import tempfile
@@ -67,6 +68,15 @@ def read_bounded(path: str | os.PathLike[str], *, limit: int = MAX_ARTIFACT_BYTE
     if len(data) > limit:
         raise FileReadError(f"{path}: more than the maximum of {limit} bytes")
     return data
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """The file's sha256 (hex), read in 1 MiB blocks: a content address for blobs and data files."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def atomic_write(

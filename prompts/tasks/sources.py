@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from spp.prompts.artifact.files import sha256_file
 from spp.prompts.tasks.spec import SPLITS, TaskError, TaskSpec
 
 logger = logging.getLogger(__name__)
@@ -45,23 +46,12 @@ def open_source(spec: TaskSpec, split: str, data_dir: str | Path | None) -> tupl
     # Artifacts travel (registry, Hub): they name local data by its folder's name and the file's
     # sha256, never by an absolute path that leaks the user's filesystem and means nothing elsewhere.
     source = {"id": f"local:{folder.resolve().name}", "config": None, "revision": None, "format": kind,
-              "split": path.name, "sha256": _file_sha256(path), "hub_split": spec.hub_splits.get(split, split)}
+              "split": path.name, "sha256": sha256_file(path), "hub_split": spec.hub_splits.get(split, split)}
     if kind == "tsv":
         return _tsv_rows(spec, path, split), source
     if kind == "csv":
         return _csv_rows(spec, path, split), source
     return _jsonl_rows(spec, path), source
-
-
-def _file_sha256(path: Path) -> str:
-    """The data file's content address (its provenance, instead of where it happened to lie)."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _candidates(spec: TaskSpec, split: str, kind: str) -> list[str]:
