@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from spp.prompts.scoring import LabelSet, Scorer, score_texts
+from spp.prompts.scoring import LabelSet, Scorer, log_normalizer, score_texts
 
 LABEL_SETS = [("yes", "no"), ("entailment", "neutral", "contradiction"), ("a", "bb", "ccc", "dddd")]
 TEXTS = ["hello world", "a much longer sentence that goes on", "x", "two words", "the third row"]
@@ -111,3 +111,12 @@ def test_lean_scorer_equals_the_reference_computation(tiny_backbone, mixed: bool
     assert torch.equal(torch.isinf(lean), torch.isinf(ref))
     finite = torch.isfinite(ref)
     assert torch.allclose(lean[finite], ref[finite], rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("scale", [1.0, 30.0, 300.0])
+def test_log_normalizer_equals_logsumexp(scale: float) -> None:
+    """Wide logits (scale 300: most terms underflow exp) still give torch's float32 logsumexp."""
+    logits = torch.randn(16, 5000, generator=torch.Generator().manual_seed(1)) * scale
+    torch.testing.assert_close(log_normalizer(logits), torch.logsumexp(logits, dim=-1), rtol=1e-6, atol=1e-5)
+    half = logits.to(torch.bfloat16)
+    torch.testing.assert_close(log_normalizer(half), torch.logsumexp(half.float(), dim=-1), rtol=1e-6, atol=1e-5)
