@@ -2,10 +2,13 @@
 vs the same 8 `spp train` runs one after another, and the time to resume a killed sweep.
 
     python bench/sweep.py [--steps 20] [--num-cpus 2] [--work bench/.sweep-work] [--device cuda]
+    python bench/sweep.py --backbone random:google/t5-small-lm-adapt --tokenizer DIR --steps 300
 
-The backbone and data are the offline demo ones (a tiny T5 and the two toy tasks, built once
-into --work), so the numbers measure the engine (Ray start, worker start, per-trial backbone
-load, publish) against plain runs, not a big model. Writes bench/results/sweep.json.
+The data are the offline demo's two toy tasks (built once into --work). The default backbone is
+the demo's tiny T5, so the numbers measure the engine (Ray start, worker start, per-trial
+backbone load, publish) against plain runs; with a real-sized --backbone and hundreds of steps,
+training dominates and the ratio shows the engine's overhead on runs like the papers'.
+Writes bench/results/sweep.json (or --out).
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ def spp(*args: object) -> list[str]:
     return [sys.executable, "-m", "spp.cli.main", *map(str, args)]
 
 
-def sequential(model: Path, specs: dict[str, Path], steps: int, out: Path, device: str) -> float:
+def sequential(model: str, specs: dict[str, Path], steps: int, out: Path, args: argparse.Namespace) -> float:
     """The 8 runs as plain `spp train` processes, one after another (the shell-loop baseline)."""
     t0 = time.perf_counter()
     for task in TASKS:
@@ -56,19 +59,25 @@ def sequential(model: Path, specs: dict[str, Path], steps: int, out: Path, devic
             for seed in SEEDS:
                 flags = [x for k, v in m["options"].items() for x in (f"--{k.replace('_', '-')}", v)]
                 subprocess.run(spp("train", specs[task], "--method", m["name"], *flags, "--backbone", model,
-                                   "--max-steps", steps, "--batch-size", 8, "--seed", seed, "--device", device,
+                                   *tokenizer_flag(args), "--max-steps", steps, "--batch-size", 8, "--seed", seed,
+                                   "--device", args.device,
                                    "--out", out / f"{task}-{m['name']}-{seed}.safetensors", "--publish",
                                    "--registry", out / "registry", "--json"),
                                check=True, capture_output=True, timeout=1800)
     return time.perf_counter() - t0
 
 
-def write_spec(path: Path, name: str, model: Path, specs: dict[str, Path], steps: int) -> Path:
+def tokenizer_flag(args: argparse.Namespace) -> list[str]:
+    return ["--tokenizer", args.tokenizer] if args.tokenizer else []
+
+
+def write_spec(path: Path, name: str, model: str, specs: dict[str, Path], steps: int, tokenizer: str | None) -> Path:
     methods = "\n".join(f'[[methods]]\nname = "{m["name"]}"\noptions = {{ {", ".join(f"{k} = {v}" for k, v in m["options"].items())} }}\n'
                         for m in METHODS)
     path.write_text(f'name = "{name}"\nstorage = "{path.parent / name}"\nregistry = "{path.parent / "registry"}"\n'
                     f'tasks = [{", ".join(json.dumps(str(specs[t])) for t in TASKS)}]\nseeds = {list(SEEDS)}\n'
-                    f'backbones = ["{model}"]\nmax_steps = {steps}\nbatch_size = 8\n\n{methods}')
+                    f'backbones = ["{model}"]\nmax_steps = {steps}\nbatch_size = 8\n'
+                    + (f'tokenizer = {json.dumps(tokenizer)}\n' if tokenizer else "") + f'\n{methods}')
     return path
 
 
@@ -104,23 +113,27 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="training steps per trial")
     parser.add_argument("--num-cpus", type=int, default=os.cpu_count() or 2, help="CPUs of the local Ray")
     parser.add_argument("--work", type=Path, default=Path("bench/.sweep-work"))
+    parser.add_argument("--backbone", default=None, help="default: the demo's tiny T5 (built into --work)")
+    parser.add_argument("--tokenizer", default=None, help="tokenizer id/dir (a random:<name> backbone needs one offline)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--out", type=Path, default=Path("bench/results/sweep.json"))
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args.work = args.work.resolve()  # the spec names files by absolute path (relative ones are the spec's)
-    model, specs = prepare(args.work)
+    tiny, specs = prepare(args.work)
+    model = args.backbone or str(tiny)
     runs = args.work / "runs"
     shutil.rmtree(runs, ignore_errors=True)
     (runs / "seq").mkdir(parents=True)
-    seq = sequential(model, specs, args.steps, runs / "seq", args.device)
-    spec = write_spec(runs / "full.toml", "full", model, specs, args.steps)
+    seq = sequential(model, specs, args.steps, runs / "seq", args)
+    spec = write_spec(runs / "full.toml", "full", model, specs, args.steps, args.tokenizer)
     t0 = time.perf_counter()
     subprocess.run(sweep_args(spec, args), check=True, capture_output=True, timeout=3600)
     swept = time.perf_counter() - t0
-    resume = killed_then_resumed(write_spec(runs / "killed.toml", "killed", model, specs, args.steps), args, 4)
+    resume = killed_then_resumed(write_spec(runs / "killed.toml", "killed", model, specs, args.steps, args.tokenizer), args, 4)
     result = {
         "benchmark": "sweep", "trials": 8, "steps_per_trial": args.steps, "device": args.device,
+        "backbone": args.backbone or "the demo's tiny T5",
         "cpu": cpu_model(), "cpus": os.cpu_count(), "ray_num_cpus": args.num_cpus, "loadavg_1m": os.getloadavg()[0],
         "sequential_spp_train_s": round(seq, 2), "sweep_s": round(swept, 2), "sweep_over_sequential": round(swept / seq, 3),
         "resume": {k: round(v, 2) if isinstance(v, float) else v for k, v in resume.items()},

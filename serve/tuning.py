@@ -8,6 +8,13 @@ cores, 8-row micro-batches of a 64-row batch ran 1.6x faster than one forward on
 machine and 2.7x slower under load. So the worker tries each micro-batch size, keeps an
 exponential average of seconds per row for each, uses the fastest, and re-tries the others
 now and then (epsilon-greedy), following the machine as its load changes.
+
+Two rules keep one bad sample from deciding for a long time (seen in the server's debug log:
+8-row micro-batches measured once at 0.056 s/row, then never chosen again although they ran
+at 0.03 s/row): an arm's first run is a warm-up and is not counted (the first forward of new
+shapes pays one-off kernel and allocator costs), and a sample taken after an arm went unused
+for ``explore_every`` decisions replaces its estimate instead of being averaged into it
+(the machine's load may have changed since).
 """
 
 from __future__ import annotations
@@ -30,6 +37,8 @@ class MicroBatchTuner:
     alpha: float = 0.3
     _cost: dict[int | None, float] = field(default_factory=dict)  # EMA seconds per row
     _last_used: dict[int | None, int] = field(default_factory=dict)
+    _warmed: set[int | None] = field(default_factory=set)  # arms whose warm-up run is done
+    _measured_at: dict[int | None, int] = field(default_factory=dict)  # decision of the last sample
     _decisions: int = 0
 
     def __post_init__(self) -> None:
@@ -58,9 +67,14 @@ class MicroBatchTuner:
         """Feed back how long a batch of ``rows`` took with ``size`` rows per forward."""
         if rows < self.min_rows or rows <= 0:
             return
+        if size not in self._warmed:  # the warm-up run of this arm: not representative
+            self._warmed.add(size)
+            return
         per_row = seconds / rows
         old = self._cost.get(size)
-        self._cost[size] = per_row if old is None else (1 - self.alpha) * old + self.alpha * per_row
+        stale = self._decisions - self._measured_at.get(size, self._decisions) >= self.explore_every
+        self._cost[size] = per_row if old is None or stale else (1 - self.alpha) * old + self.alpha * per_row
+        self._measured_at[size] = self._decisions
 
     @property
     def costs(self) -> dict[int | None, float]:
