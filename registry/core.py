@@ -205,12 +205,18 @@ class Registry:
             self.cache.put(data, version.sha256)
         return data
 
-    def blob_path(self, v: Version) -> Path:
+    def blob_path(self, v: Version, *, verify: bool = True) -> Path:
         """A local file holding the version's blob: the store's own file, or the cached copy
-        of a blob from a remote store (fetched and checked first)."""
+        of a blob from a remote store (fetched and sha256-checked first).
+
+        ``verify=False`` returns an existing cached copy of the right size without hashing it:
+        for callers that re-check only when the file's stat changes (the server's /tasks), so a
+        listing does not re-read every blob. A missing copy is still fetched and checked.
+        """
         if self.cache is None:
             return self.store.path(v.sha256)  # type: ignore[union-attr]
-        self._read_checked(v)
+        if verify or self.cache.size(v.sha256) != v.size:
+            self._read_checked(v)
         return self.cache.path(v.sha256)
 
     def blob_location(self, v: Version) -> str:

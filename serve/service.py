@@ -295,18 +295,19 @@ class Service:
     def _spec_summary(self, v: Version) -> tuple[list[str], list[str]]:
         """Template fields and label words from the artifact header, once its sha256 is checked.
 
-        A blob that fails its hash is not servable, so /tasks must not say it is; the hash is
-        checked again only when the file's stat changes (size, mtime, inode).
+        A blob that fails its hash is not servable, so /tasks must not say it is; the hashes
+        (the store's copy, and a shared registry's local copy) are checked again only when the
+        local file's stat changes (size, mtime, inode): a listing reads no blob it has checked.
         """
         assert self.registry is not None
-        path = self.registry.blob_path(v)
-        info = path.stat()
-        stamp = (info.st_size, info.st_mtime_ns, info.st_ino)
+        stamp = _stat_stamp(self.registry.blob_path(v, verify=False))
         hit = self._headers.get(v.sha256)
         if hit is None or hit[0] != stamp:
             problem = self.registry.check_blob(v)
             if problem is not None:
                 raise ServeError(problem)
+            path = self.registry.blob_path(v)  # a shared registry's copy: re-fetched if corrupt
+            stamp = _stat_stamp(path)
             meta = read_metadata(path)
             if not meta.task_spec:
                 raise ServeError("no task spec in the artifact")
@@ -315,6 +316,11 @@ class Service:
             while len(self._headers) > 4096:
                 self._headers.popitem(last=False)
         return hit[1], hit[2]
+
+
+def _stat_stamp(path) -> tuple[int, int, int]:
+    info = path.stat()
+    return info.st_size, info.st_mtime_ns, info.st_ino
 
 
 def _float_metrics(metrics: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, float]]:

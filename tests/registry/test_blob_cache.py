@@ -32,3 +32,29 @@ def test_the_cache_is_reused_across_restarts_and_verified(pg_registry_url: str, 
         restarted.load("rte@1")
     publisher.publish(make_artifact("rte", seed=1))  # ...and is replaced from the repaired store
     assert restarted.load("rte@1")[0] == v and cached.read_bytes() == stored.read_bytes()
+
+
+def test_an_unverified_blob_path_reads_nothing_a_verified_one_repairs(
+    pg_registry_url: str, tmp_path: Path, make_artifact, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """blob_path(verify=False) is the server's listing path: an existing cached copy of the right
+    size is returned without reading or hashing it; the default path re-checks and repairs."""
+    import spp.registry.core as core
+
+    publisher = Registry(pg_registry_url, cache_dir=tmp_path / "publisher-cache")
+    v, _ = publisher.publish(make_artifact("rte", seed=1))
+    reader = Registry(pg_registry_url, cache_dir=tmp_path / "cache")
+    cached = reader.blob_path(v, verify=False)  # not cached yet: fetched and checked
+    assert cached.read_bytes() == publisher.store.path(v.sha256).read_bytes()
+
+    hashed: list[int] = []
+    real = core.sha256_bytes
+    monkeypatch.setattr(core, "sha256_bytes", lambda data: hashed.append(len(data)) or real(data))
+    for _ in range(3):
+        assert reader.blob_path(v, verify=False) == cached
+    assert hashed == []
+
+    good = cached.read_bytes()
+    cached.write_bytes(good[:-1] + b"\x00")  # same size, corrupt
+    assert reader.blob_path(v, verify=False) == cached and hashed == []  # the caller's stat check catches it
+    assert reader.blob_path(v) == cached and cached.read_bytes() == good and hashed
