@@ -75,6 +75,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=float, default=5.0, help="unmeasured seconds before each HTTP window")
     p.add_argument("--dtype", default=None, help="pass --dtype to the server (default: the server's, auto)")
     p.add_argument("--no-float32", action="store_true", help="skip (e), the --dtype float32 server")
+    p.add_argument("--server-args", default="", help="extra `spp serve` flags for the (a)/(b) server, e.g. "
+                   "--server-args=--compile")
     p.add_argument("--bare-batch-sizes", default="1,8,16,32,64")
     p.add_argument("--micro-sizes", default="8,16,32", help="(d2): 64-row batches sorted, this many rows per forward")
     p.add_argument("--device", default="cpu")
@@ -320,7 +322,7 @@ def main(argv: list[str] | None = None) -> dict:
         for i, art in enumerate(artifacts):
             registry.publish(art, name=f"task{i}")
         log_path = args.server_log or Path(tmp) / "server.log"
-        server = Server(args, Path(tmp) / "registry", log_path, args.dtype)
+        server = Server(args, Path(tmp) / "registry", log_path, args.dtype, args.server_args.split())
         server32 = None if args.no_float32 else Server(args, Path(tmp) / "registry", Path(tmp) / "f32.log", "float32")
         try:
             server.wait_ready()

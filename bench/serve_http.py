@@ -21,7 +21,8 @@ MIN_MEASURED = 2  # answers per HTTP client at least, whatever --duration says
 class Server:
     """`spp serve` in a subprocess on a free loopback port."""
 
-    def __init__(self, args: argparse.Namespace, registry: Path, log: Path, dtype: str | None = None) -> None:
+    def __init__(self, args: argparse.Namespace, registry: Path, log: Path, dtype: str | None = None,
+                 extra: list[str] | None = None) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
@@ -34,6 +35,7 @@ class Server:
             cmd += ["--tokenizer", args.tokenizer]
         if dtype:
             cmd += ["--dtype", dtype]
+        cmd += extra or []
         self.log = log.open("w")
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
 

@@ -33,6 +33,11 @@ def serve_cmd(
                      help="Split batches into length-sorted micro-batches when measured faster "
                      "(default: on CPU only)."),
     ] = None,
+    compile: Annotated[
+        bool,
+        typer.Option("--compile/--no-compile",
+                     help="torch.compile the backbone at startup (faster scoring, slower start; eager if it fails)."),
+    ] = False,
     max_inputs: Annotated[
         int, typer.Option(help="Inputs per request above which it gets 413.", rich_help_panel=_LIMITS)
     ] = 64,
@@ -90,6 +95,7 @@ def serve_cmd(
         max_wait_ms=max_wait_ms,
         max_queue=max_queue,
         micro_batches=micro_batches,
+        compile=compile,
         max_inputs=max_inputs,
         max_input_chars=max_input_chars,
         max_source_length=max_source_length,

@@ -22,6 +22,7 @@ from typing import Callable, Sequence
 import torch
 
 from spp.prompts.backbone import Backbone, prepend_prompts
+from spp.prompts.compiled import GuardedCompile
 
 
 @dataclass(frozen=True)
@@ -56,10 +57,26 @@ class Scores:
 class Scorer:
     """Scores texts with per-row prompts and label sets on a frozen backbone."""
 
-    def __init__(self, backbone: Backbone, *, max_source_length: int = 512) -> None:
+    def __init__(self, backbone: Backbone, *, max_source_length: int = 512, compile: bool = False) -> None:
         self.backbone = backbone
         self.max_source_length = max_source_length
         self._pack_cache: dict[tuple, tuple] = {}  # label set -> packed decoder row
+        encoder, decoder = backbone.model.get_encoder(), backbone.model.get_decoder()
+        # compile: encoder and decoder through torch.compile, eager if that fails (spp.prompts.compiled)
+        self._encoder = GuardedCompile(encoder, "encoder") if compile else encoder
+        self._decoder = GuardedCompile(decoder, "decoder") if compile else decoder
+
+    @property
+    def compiled(self) -> bool:
+        """Whether the forwards run compiled (False when not asked, or after a compile failure)."""
+        return all(isinstance(f, GuardedCompile) and f.failure is None for f in (self._encoder, self._decoder))
+
+    def warm_up(self) -> None:
+        """Score two tiny batches (2 rows, then 1) so compiling happens now, not on a request."""
+        labels = LabelSet(("a", "b"), ((3, 1), (4, 5, 1)))
+        prompt = torch.zeros(2, self.backbone.d_model)
+        for texts in (["warm up", "warm up the compiled forwards"], ["warm up"]):
+            self.score(texts, prompt, labels)
 
     def tokenize(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         enc = self.backbone.tokenizer(
@@ -82,7 +99,7 @@ class Scorer:
         else:
             prompts = [p.to(embeds.device) for p in prompts]
         inputs, mask = prepend_prompts(embeds, attention_mask, prompts)  # (B, T, e), (B, T)
-        states = model.get_encoder()(inputs_embeds=inputs, attention_mask=mask).last_hidden_state
+        states = self._encoder(inputs_embeds=inputs, attention_mask=mask).last_hidden_state
         return states, mask
 
     def candidate_loglik(
@@ -99,7 +116,7 @@ class Scorer:
         dtype = states.dtype
         bias = torch.zeros(packed.allowed.shape, dtype=dtype, device=states.device)  # (B, D, D)
         bias.masked_fill_(~packed.allowed, torch.finfo(dtype).min)
-        hidden = model.get_decoder()(
+        hidden = self._decoder(
             input_ids=packed.inputs,
             attention_mask=bias.unsqueeze(1),  # (B, 1, D, D) prepared 4D mask
             encoder_hidden_states=states,

@@ -66,6 +66,7 @@ class Service:
         self.registry: Registry | None = None
         self.cache: PromptCache | None = None
         self.batcher: Batcher | None = None
+        self.scorer: Scorer | None = None
         self._io: ThreadPoolExecutor | None = None
         self._started = False
         # sha256 -> (blob file stat when its hash was checked, fields, labels)
@@ -105,7 +106,10 @@ class Service:
         self.cache = PromptCache(
             self.registry, label_backbone, capacity=s.cache_size, on_event=self.metrics.cache_event, executor=self._io
         )
-        scorer = Scorer(self.backbone, max_source_length=s.max_source_length)
+        scorer = self.scorer = Scorer(self.backbone, max_source_length=s.max_source_length, compile=s.compile)
+        if s.compile:  # compile before /ready, not on the first request
+            await asyncio.to_thread(scorer.warm_up)
+            log.info("backbone forwards %s", "compiled" if scorer.compiled else "run eagerly (compile failed)")
         tune = s.micro_batches if s.micro_batches is not None else self.backbone.device.type == "cpu"
         self.batcher = Batcher(
             scorer.score,
@@ -147,8 +151,9 @@ class Service:
         """Liveness, with the dtype the backbone runs in and why (``auto``: the hardware check)."""
         if self.backbone is None:
             return HealthResponse(status="ok")
+        compiled = self.scorer.compiled if self.scorer is not None else None
         return HealthResponse(status="ok", dtype=str(self.backbone.dtype).removeprefix("torch."),
-                              dtype_reason=self.backbone.dtype_reason)
+                              dtype_reason=self.backbone.dtype_reason, compiled=compiled)
 
     async def readiness(self) -> ReadyResponse:
         """Ready when the model is loaded, the batcher runs and the registry answers."""

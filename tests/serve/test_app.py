@@ -6,6 +6,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import torch
 from litestar.testing import TestClient
 
 from spp.registry import NotFoundError
@@ -185,7 +186,8 @@ def test_tasks_lists_versions_aliases_metrics_fields_and_labels(client, world, t
 
 
 def test_health_ready_metrics_and_openapi(client, kit):
-    assert client.get("/health").json() == {"status": "ok", "dtype": "float32", "dtype_reason": "--dtype float32"}
+    assert client.get("/health").json() == {"status": "ok", "dtype": "float32", "dtype_reason": "--dtype float32",
+                                           "compiled": False}
     ready = client.get("/ready")
     assert ready.status_code == 200 and ready.json()["status"] == "ready" and ready.json()["device"] == "cpu"
     _post(client, "sentiment", {"inputs": kit.INPUTS["sentiment"]})
@@ -241,3 +243,23 @@ def test_preload_fills_the_cache_and_a_bad_preload_fails_startup(world, make_set
     while isinstance(exc, BaseExceptionGroup):  # the test portal wraps startup errors
         exc = exc.exceptions[0]
     assert isinstance(exc, NotFoundError) and "nope" in str(exc)
+
+
+def test_a_server_whose_compile_fails_serves_eagerly(world, make_settings, kit, tiny_backbone, monkeypatch):
+    """--compile where torch.compile cannot work: the server still starts, answers exactly as the
+    eager scorer does, and /health says it is not compiled."""
+    from litestar.testing import TestClient
+
+    from spp.serve.app import create_app
+
+    def broken_compile(fn, **kwargs):
+        def run(*args, **kw):
+            raise RuntimeError("inductor: no working C++ compiler found")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    with TestClient(create_app(make_settings(compile=True)), raise_server_exceptions=False) as c:
+        assert c.get("/health").json()["compiled"] is False
+        r = _post(c, "topic", {"inputs": kit.INPUTS["topic"]})
+        assert r.status_code == 200
+        kit.assert_matches(r.json(), *kit.expected(tiny_backbone, world.artifacts["topic"], kit.INPUTS["topic"]))

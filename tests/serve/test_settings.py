@@ -28,6 +28,7 @@ def test_defaults_and_preload_parsing():
     ("port", 70000),
     ("retry_after_s", 0),
     ("micro_batches", "yes"),
+    ("compile", "yes"),
     ("log_level", "loud"),
     ("preload", [3]),
     ("host", ""),
