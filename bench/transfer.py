@@ -153,7 +153,7 @@ def run(args: argparse.Namespace) -> dict:
         targets = [rte_data(s, args.data_dir, args.examples, seed=j) for j, s in enumerate(specs)]
     sources = sources_for(bb, specs, args.sources, args.n_tokens)
     scorer = Scorer(bb)
-    config = TransferConfig(batch_size=args.batch_size)
+    config = TransferConfig(batch_size=args.batch_size, compile=args.compile)
     warm = TaskData(targets[0].task, "validation", targets[0].examples[:4], {})
     evaluate_prompt(scorer, sources[0].prompt, warm)  # warm-up (allocator, MKL) before any timing
     compute_transfer(bb, sources[:2], [warm], config)
@@ -242,6 +242,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--n-tokens", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=64, help="mixed: (example, prompt) rows per batch")
     p.add_argument("--naive-batch-size", type=int, default=64, help="single-prompt (and PEFT) rows per batch")
+    p.add_argument("--compile", action="store_true", help="mixed: TransferConfig(compile=True), `spp transfer --compile` "
+                   "(compiled during the warm-up, before any timing; single-prompt and PEFT stay eager)")
     p.add_argument("--threads", type=int, default=max(1, min(2, os.cpu_count() or 1)))
     p.add_argument("--out", type=Path, default=here / "results" / "transfer.json")
     args = p.parse_args(argv)

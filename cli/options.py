@@ -71,4 +71,6 @@ Mode = Annotated[
                       "reports invalid_rate).")
 ]
 MaxSourceLength = Annotated[int, typer.Option(help="Truncate inputs to this many tokens.")]
+Compile = Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the backbone's forwards: faster "
+                                       "scoring after 30-50 s of compiling on a small CPU; eager if compiling fails.")]
 Method = Annotated[str, typer.Option("--method", "-m", help="Prompt method (see `spp methods`).")]

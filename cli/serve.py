@@ -8,7 +8,9 @@ from typing import Annotated, Optional
 import typer
 
 from spp.cli import common
-from spp.cli.options import DEFAULT_BACKBONE, Backbone, Device, Dtype, MaxSourceLength, RegistryOpt, Revision, Tokenizer
+from spp.cli.options import (
+    DEFAULT_BACKBONE, Backbone, Compile, Device, Dtype, MaxSourceLength, RegistryOpt, Revision, Tokenizer,
+)
 
 _LIMITS = "Limits"
 _SECURITY = "Security"
@@ -33,11 +35,7 @@ def serve_cmd(
                      help="Split batches into length-sorted micro-batches when measured faster "
                      "(default: on CPU only)."),
     ] = None,
-    compile: Annotated[
-        bool,
-        typer.Option("--compile/--no-compile",
-                     help="torch.compile the backbone at startup (faster scoring, slower start; eager if it fails)."),
-    ] = False,
+    compile: Compile = False,
     max_inputs: Annotated[
         int, typer.Option(help="Inputs per request above which it gets 413.", rich_help_panel=_LIMITS)
     ] = 64,

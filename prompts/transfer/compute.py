@@ -26,7 +26,7 @@ import torch
 
 from spp.prompts.artifact import Artifact
 from spp.prompts.backbone import Backbone
-from spp.prompts.config import check_int
+from spp.prompts.config import check_bool, check_int
 from spp.prompts.tasks.catalog import get_task, task_names
 from spp.prompts.tasks.data import SplitNotFoundError, TaskData, load_split
 from spp.prompts.errors import SppError
@@ -64,15 +64,18 @@ class TransferSource:
 
 @dataclass(frozen=True)
 class TransferConfig:
-    """batch_size: (example, prompt) rows per forward pass; top_k: sources listed per target."""
+    """batch_size: (example, prompt) rows per forward pass; top_k: sources listed per target;
+    compile: score through torch.compile (spp.prompts.compiled), worth it on big matrices."""
 
     batch_size: int = 64
     top_k: int = 3
     max_source_length: int = 512
+    compile: bool = False
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "top_k", "max_source_length"):
             check_int(name, getattr(self, name), TransferError)
+        check_bool("compile", self.compile, TransferError)
 
 
 @dataclass
@@ -220,7 +223,7 @@ def compute_transfer(
     sources, targets = list(sources), list(targets)
     check_sources(sources, backbone)
     _check_targets(targets)
-    scorer = Scorer(backbone, max_source_length=config.max_source_length)
+    scorer = Scorer(backbone, max_source_length=config.max_source_length, compile=config.compile)
     prompts = [s.prompt for s in sources]
     t0 = time.perf_counter()
     metrics: list[list[dict[str, float]]] = [[{} for _ in targets] for _ in sources]

@@ -125,6 +125,19 @@ def test_top_k_leaves_out_prompts_of_the_target_task_and_sorts_by_score(result):
     assert 0 not in result.top_k[0] and 3 not in result.top_k[0]  # both sentiment prompts
 
 
+def test_compile_goes_through_torch_compile_and_changes_no_metric(tiny_backbone, sources, targets, result,
+                                                                   monkeypatch):
+    """--compile reaches the scorer: encoder and decoder go through torch.compile (here an
+    identity stand-in: tests/prompts/test_compiled.py compiles for real), metrics unchanged."""
+    import torch
+
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: compiled.append(kw) or fn)
+    again = compute_transfer(tiny_backbone, sources, targets, TransferConfig(batch_size=5, top_k=2, compile=True))
+    assert compiled == [{"dynamic": True}, {"dynamic": True}]
+    assert again.metrics == result.metrics
+
+
 def test_progress_reports_every_row(tiny_backbone, sources, targets):
     seen = []
     compute_transfer(tiny_backbone, sources[:2], targets[:1], TransferConfig(batch_size=7), progress=seen.append)
@@ -246,7 +259,8 @@ def test_resolve_task_uses_the_spec_recorded_in_an_artifact(sources):
         resolve_task("nope", sources)
 
 
-@pytest.mark.parametrize("field,value", [("batch_size", 0), ("top_k", -1), ("max_source_length", 1.5)])
+@pytest.mark.parametrize("field,value", [("batch_size", 0), ("top_k", -1), ("max_source_length", 1.5),
+                                         ("compile", "yes")])
 def test_config_names_the_bad_field(field, value):
     with pytest.raises(TransferError, match=field):
         TransferConfig(**{field: value})
