@@ -56,7 +56,6 @@ from spp.prompts.flops import mfu, scoring_flops  # noqa: E402
 from spp.prompts.backbone import Backbone, load_backbone  # noqa: E402
 from spp.prompts.tasks import get_task  # noqa: E402
 from spp.prompts.scoring import LabelSet, Scorer  # noqa: E402
-from spp.serve.batcher import length_groups  # noqa: E402
 
 RTE = get_task("rte")
 WORDS = ("the a of to in and that is was for on with as by at from report company said year new people "
@@ -158,9 +157,8 @@ def bare_scenario(scorer: Scorer, labels: LabelSet, prompts, inputs, batch_size:
 
     Not sorted across batches: offline evaluation (score_texts) sorts a whole split by length
     so that batches pad little, which a server answering requests as they come cannot do.
-    With ``micro``, each batch is sorted by length and scored in groups of at most ``micro`` rows
-    of similar length: the server's own schedule on a CPU (spp.serve.tuning, length_groups),
-    without the server.
+    With ``micro``, each batch is sorted by length and scored ``micro`` rows per forward: the
+    server's own schedule on a CPU (spp.serve.tuning), without the server.
     """
     rng = random.Random(seed)
     rows, batch_times = 0, []
@@ -168,14 +166,13 @@ def bare_scenario(scorer: Scorer, labels: LabelSet, prompts, inputs, batch_size:
     while time.perf_counter() < t_end or not batch_times:
         texts = [RTE.format(x) for x in rng.choices(inputs, k=batch_size)]
         chosen = [rng.choice(prompts) for _ in texts]
+        step = micro or batch_size
         t0 = time.perf_counter()
-        if micro:  # the server's own grouping (spp.serve.batcher.length_groups)
+        if micro:
             order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-            groups = length_groups(order, [len(t) for t in texts], micro)
-        else:
-            groups = [list(range(len(texts)))]
-        for idx in groups:
-            scorer.score([texts[i] for i in idx], [chosen[i] for i in idx], [labels] * len(idx))
+            texts, chosen = [texts[i] for i in order], [chosen[i] for i in order]
+        for a in range(0, batch_size, step):
+            scorer.score(texts[a : a + step], chosen[a : a + step], [labels] * len(texts[a : a + step]))
         batch_times.append(time.perf_counter() - t0)
         rows += len(texts)
     return {"requests": rows, "seconds": sum(batch_times), "latencies": batch_times, "rows": rows,
@@ -235,14 +232,14 @@ def run_rounds(args, server: Server, scorer: Scorer, labels: LabelSet, artifacts
     slice_s = args.duration / args.rounds
     parts: dict[str, list] = {"a": [], "b": [], "c": [], "d": []} | ({"e": []} if server32 else {})
     bare: dict[str, list] = {str(b): [] for b in args.bare_batch_sizes}
-    bare.update({f"64 sorted, <= {m} per forward": [] for m in args.micro_sizes})
+    bare.update({f"64 sorted, {m} per forward": [] for m in args.micro_sizes})
 
     def run_bare(seed: int) -> None:
         for b in args.bare_batch_sizes:
             bare[str(b)].append(bare_scenario(scorer, labels, prompts, inputs, b, slice_s / len(bare), seed))
         for m in args.micro_sizes:
             part = bare_scenario(scorer, labels, prompts, inputs, 64, slice_s / len(bare), seed, micro=m)
-            bare[f"64 sorted, <= {m} per forward"].append(part)
+            bare[f"64 sorted, {m} per forward"].append(part)
 
     steps = {
         "a": lambda seed: parts["a"].append(http_scenario(server, args, names[:1], inputs, slice_s, seed)),

@@ -9,7 +9,7 @@ import torch
 
 from spp.prompts.scoring import LabelSet, Scorer, Scores
 from spp.prompts.tasks import TaskSpec
-from spp.serve.batcher import Batcher, length_groups
+from spp.serve.batcher import Batcher
 from spp.serve.errors import QueueFullError, ScoringError, ServerBusyError
 from spp.serve.tuning import MicroBatchTuner
 
@@ -255,13 +255,3 @@ def test_micro_batches_are_length_sorted_mix_tasks_and_keep_the_answer_order():
     assert [n for _, n in fake.calls] == [2, 2, 1]  # micro-batches still mix the two prompts
     assert r1.preds == [len(t) % 3 for t in texts[:4]] and r2.preds == [len(t) % 2 for t in texts[4:]]
     assert tuner.records == [(3, 7)]
-
-
-def test_length_groups_cap_rows_and_cut_where_lengths_jump():
-    lengths = [300, 10, 101, 12, 100, 11, 13, 14, 15]
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    groups = [[lengths[i] for i in g] for g in length_groups(order, lengths, 4)]
-    # 4 rows at most; 100 > 1.25 * 10 + 16 opens a group, and 300 > 1.25 * 100 + 16 another
-    assert groups == [[10, 11, 12, 13], [14, 15], [100, 101], [300]]
-    assert sorted(i for g in length_groups(order, lengths, 4) for i in g) == list(range(len(lengths)))
-    assert length_groups([], [], 8) == []
