@@ -14,6 +14,7 @@ import logging
 import sqlite3
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Mapping
 
 from spp.prompts.artifact import read_metadata
@@ -323,7 +324,7 @@ class Service:
         return hit[1], hit[2]
 
 
-def _stat_stamp(path) -> tuple[int, int, int]:
+def _stat_stamp(path: Path) -> tuple[int, int, int]:
     info = path.stat()
     return info.st_size, info.st_mtime_ns, info.st_ino
 
