@@ -208,7 +208,7 @@ def precision_section(bb, texts: list[str], args, peaks: dict) -> dict:
     fns = {}
     for name, b in by_dtype.items():
         scorer = Scorer(b)
-        fns[("score", name)] = lambda s=scorer: [s.candidate_loglik(*s.encode(i, m, prompt), [labels] * len(i))
+        fns[("score", name)] = lambda s=scorer: [s.candidate_loglik(s.encode(i, m, prompt), [labels] * len(i))
                                                  for i, m in batches]
         fns[("train", name)] = spp_train_step(b, "simple", ids, mask, tl)
     with torch.no_grad():
@@ -248,10 +248,10 @@ def lean_section(bb, texts: list[str], args, peaks: dict) -> dict:
     batch = sorted_batches(bb, texts[:32], 32)[0]
     out = {}
     with torch.no_grad():
-        states, enc_mask = scorer.encode(*batch, torch.randn(10, bb.d_model) * 0.5)
+        encoded = scorer.encode(*batch, torch.randn(10, bb.d_model) * 0.5)
         for name, sets in (("single", [two] * 32), ("mixed", [two, three] * 16)):
-            t = interleaved({"lean": lambda s=sets: scorer.candidate_loglik(states, enc_mask, s),
-                             "full": lambda s=sets: full_logits_loglik(scorer, states, enc_mask, s)},
+            t = interleaved({"lean": lambda s=sets: scorer.candidate_loglik(encoded, s),
+                             "full": lambda s=sets: full_logits_loglik(scorer, encoded.padded(), encoded.mask, s)},
                             args.repeats, device=args.device)
             out[name] = {"lean_s": t["lean"], "full_logits_s": t["full"], "full/lean": t["full"] / t["lean"]}
             print(f"decoder+head, {name} labels: lean {t['lean']:.3f} s, full logits {t['full']:.3f} s", flush=True)
@@ -270,7 +270,7 @@ def scoring_section(bb, texts: list[str], args, peaks: dict) -> dict:
         inputs, full = prepend_prompts(embeds, mask, prompt.to(bb.device))
         limit = max(len(t) for t in labels.token_ids)
         t = interleaved({
-            "rank": lambda: scorer.candidate_loglik(*scorer.encode(ids, mask, prompt), [labels] * len(ids)),
+            "rank": lambda: scorer.candidate_loglik(scorer.encode(ids, mask, prompt), [labels] * len(ids)),
             "generate": lambda: bb.model.generate(inputs_embeds=inputs, attention_mask=full, max_new_tokens=limit,
                                                   do_sample=False),
         }, args.repeats, device=args.device)
@@ -281,7 +281,7 @@ def scoring_section(bb, texts: list[str], args, peaks: dict) -> dict:
         fns = {}
         for bs in (8, 16, 32, 64):
             b_ids, b_mask = [x.to(bb.device) for x in fixed_length_batch(bb, texts[:bs], args.length)]
-            fns[("spp", bs)] = lambda i=b_ids, m=b_mask, n=bs: scorer.candidate_loglik(*scorer.encode(i, m, prompt), [labels] * n)
+            fns[("spp", bs)] = lambda i=b_ids, m=b_mask, n=bs: scorer.candidate_loglik(scorer.encode(i, m, prompt), [labels] * n)
             fns[("plain", bs)] = lambda i=b_ids, m=b_mask: plain_scoring(bb, i, m, prompt.to(bb.device), labels)
         t = interleaved(fns, 3, device=args.device)
         for bs in (8, 16, 32, 64):

@@ -8,6 +8,10 @@ decoder pass of B rows, with no copy of the encoder states per candidate, and ro
 may carry different prompts (any n) and different label sets: the server and the transfer
 evaluator mix tasks in one batch through :meth:`Scorer.score`.
 
+On a T5 backbone the forwards run unpadded (spp.prompts.packed): projections and feed-forward
+blocks on the real tokens only, attention per group of rows of similar length. ``--compile``
+keeps transformers' own padded forwards (what Inductor compiles), as does any other model.
+
 Log-probabilities are ``logit[target] - logsumexp(logits)``, computed only at the real (non-
 padding) decoder positions: their decoder states are gathered before ``lm_head``, so no logit
 of a padding position is ever built and no full-vocabulary log-softmax is materialised. A
@@ -22,6 +26,7 @@ from typing import Callable, Sequence
 import torch
 
 from spp.prompts.backbone import Backbone, prepend_prompts
+from spp.prompts import packed as packed_t5
 from spp.prompts.compiled import GuardedCompile
 
 
@@ -54,11 +59,32 @@ class Scores:
         return [row[:k].tolist() for row, k in zip(p, self.sizes)]
 
 
+@dataclass
+class Encoded:
+    """Encoder output: (B, T, e) padded states, or (N, e) real-token states and their layout."""
+
+    states: torch.Tensor
+    mask: torch.Tensor  # (B, T) 1 on real positions, prompt included
+    layout: packed_t5.Layout | None = None
+
+    def padded(self) -> torch.Tensor:
+        """The states as (B, T, e), zeros at padding (for references and tools)."""
+        if self.layout is None:
+            return self.states
+        B, T = self.mask.shape
+        out = self.states.new_zeros(B * T, self.states.shape[-1])
+        return out.index_copy_(0, self.layout.index, self.states).view(B, T, -1)  # (B, T, e)
+
+
 class Scorer:
     """Scores texts with per-row prompts and label sets on a frozen backbone."""
 
-    def __init__(self, backbone: Backbone, *, max_source_length: int = 512, compile: bool = False) -> None:
+    def __init__(
+        self, backbone: Backbone, *, max_source_length: int = 512, compile: bool = False, packed: bool | None = None
+    ) -> None:
         self.backbone = backbone
+        # packed: unpadded forwards (spp.prompts.packed) where the model is a T5 they reproduce
+        self.packed = packed_t5.supports(backbone.model) and not compile if packed is None else packed
         self.max_source_length = max_source_length
         self._pack_cache: dict[tuple, tuple] = {}  # label set -> packed decoder row
         encoder, decoder = backbone.model.get_encoder(), backbone.model.get_decoder()
@@ -90,46 +116,48 @@ class Scorer:
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         prompts: torch.Tensor | Sequence[torch.Tensor],
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Run the encoder on ``[prompt | tokens]``; returns (B, T, e) states and (B, T) mask."""
-        model = self.backbone.model
-        embeds = model.get_input_embeddings()(input_ids)  # (B, L, e)
+    ) -> Encoded:
+        """Run the encoder on ``[prompt | tokens]`` (unpadded where :attr:`packed`)."""
+        embeds = self.backbone.model.get_input_embeddings()(input_ids)  # (B, L, e)
         if isinstance(prompts, torch.Tensor):
             prompts = prompts.to(embeds.device)
         else:
             prompts = [p.to(embeds.device) for p in prompts]
         inputs, mask = prepend_prompts(embeds, attention_mask, prompts)  # (B, T, e), (B, T)
-        states = self._encoder(inputs_embeds=inputs, attention_mask=mask).last_hidden_state
-        return states, mask
+        if self.packed:
+            layout = packed_t5.plan(mask)
+            return Encoded(packed_t5.encode(self._encoder, inputs, layout), mask, layout)  # (N, e)
+        return Encoded(self._encoder(inputs_embeds=inputs, attention_mask=mask).last_hidden_state, mask)
 
-    def candidate_loglik(
-        self, states: torch.Tensor, enc_mask: torch.Tensor, label_sets: Sequence[LabelSet]
-    ) -> Scores:
+    def candidate_loglik(self, encoded: Encoded, label_sets: Sequence[LabelSet]) -> Scores:
         """One decoder pass over all candidates of all rows (see module docstring).
 
         Only the decoder states of real (non-padding) positions go through ``lm_head``, so no
         logit is built for a padding position and the vocabulary normaliser (logsumexp, in
         float32) runs once per scored token.
         """
-        packed = _pack_candidates(label_sets, self.backbone, states.device, self._pack_cache)
+        states, device = encoded.states, encoded.states.device
+        packed = _pack_candidates(label_sets, self.backbone, device, self._pack_cache)
         model = self.backbone.model
-        dtype = states.dtype
-        bias = torch.zeros(packed.allowed.shape, dtype=dtype, device=states.device)  # (B, D, D)
-        bias.masked_fill_(~packed.allowed, torch.finfo(dtype).min)
-        hidden = self._decoder(
-            input_ids=packed.inputs,
-            attention_mask=bias.unsqueeze(1),  # (B, 1, D, D) prepared 4D mask
-            encoder_hidden_states=states,
-            encoder_attention_mask=enc_mask,
-            use_cache=False,
-        ).last_hidden_state  # (B, D, e)
+        bias = torch.zeros(packed.allowed.shape, dtype=states.dtype, device=device)  # (B, D, D)
+        bias = bias.masked_fill_(~packed.allowed, torch.finfo(states.dtype).min).unsqueeze(1)  # (B, 1, D, D)
+        if encoded.layout is not None:
+            hidden = packed_t5.decode(self._decoder, packed.inputs, bias, states, encoded.layout)  # (B, D, e)
+        else:
+            hidden = self._decoder(
+                input_ids=packed.inputs,
+                attention_mask=bias,  # prepared 4D mask
+                encoder_hidden_states=states,
+                encoder_attention_mask=encoded.mask,
+                use_cache=False,
+            ).last_hidden_state  # (B, D, e)
         real = hidden[packed.valid]  # (N, e): N scored tokens, padding dropped
         if model.config.scale_decoder_outputs:  # tied-embedding T5 (v1.0) rescales before lm_head
             real = real * (model.model_dim**-0.5)
         logits = model.lm_head(real)  # (N, V)
         target = logits.gather(1, packed.targets[packed.valid].unsqueeze(1)).squeeze(1).float()  # (N,)
         token_lp = target - log_normalizer(logits)  # (N,)
-        B, K = states.shape[0], packed.k_max
+        B, K = encoded.mask.shape[0], packed.k_max
         slot = packed.row_slot[packed.valid]  # (N,) row * K + candidate
         sums = token_lp.new_zeros(B * K).index_add_(0, slot, token_lp).view(B, K)  # (B, K)
         loglik = sums.masked_fill(~packed.has_candidate, float("-inf"))  # (B, K)
@@ -146,8 +174,7 @@ class Scorer:
         if isinstance(label_sets, LabelSet):
             label_sets = [label_sets] * len(texts)
         ids, mask = self.tokenize(texts)
-        states, enc_mask = self.encode(ids, mask, prompts)
-        return self.candidate_loglik(states, enc_mask, label_sets)
+        return self.candidate_loglik(self.encode(ids, mask, prompts), label_sets)
 
     @torch.no_grad()
     def generate(

@@ -15,7 +15,8 @@ def brute_force(scorer: Scorer, text: str, prompt: torch.Tensor, words) -> list[
     """One row alone, one candidate at a time, through the model's own loss."""
     model = scorer.backbone.model
     ids, mask = scorer.tokenize([text])
-    states, enc_mask = scorer.encode(ids, mask, prompt)
+    encoded = Scorer(scorer.backbone, packed=False).encode(ids, mask, prompt)  # transformers' own encoder
+    states, enc_mask = encoded.states, encoded.mask
     out = []
     for target in scorer.backbone.label_token_ids(words):
         labels = torch.tensor([target])
@@ -24,10 +25,11 @@ def brute_force(scorer: Scorer, text: str, prompt: torch.Tensor, words) -> list[
     return out
 
 
+@pytest.mark.parametrize("packed", [True, False], ids=["packed", "padded"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_mixed_batch_matches_brute_force(tiny_backbone, seed: int) -> None:
+def test_mixed_batch_matches_brute_force(tiny_backbone, seed: int, packed: bool) -> None:
     g = torch.Generator().manual_seed(seed)
-    scorer = Scorer(tiny_backbone)
+    scorer = Scorer(tiny_backbone, packed=packed)
     e = tiny_backbone.d_model
     prompts = [torch.randn(int(torch.randint(1, 7, (1,), generator=g)), e, generator=g) for _ in TEXTS]
     sets = [LabelSet.build(tiny_backbone, LABEL_SETS[i % 3]) for i in range(len(TEXTS))]
@@ -104,9 +106,9 @@ def test_lean_scorer_equals_the_reference_computation(tiny_backbone, mixed: bool
     with torch.no_grad():
         ids, mask = scorer.tokenize(TEXTS)
         assert (mask == 0).any()  # the batch really has encoder padding
-        states, enc_mask = scorer.encode(ids, mask, prompts)
-        lean = scorer.candidate_loglik(states, enc_mask, sets).loglik
-        ref = reference_loglik(scorer, states, enc_mask, sets)
+        encoded = scorer.encode(ids, mask, prompts)
+        lean = scorer.candidate_loglik(encoded, sets).loglik
+        ref = reference_loglik(scorer, encoded.padded(), encoded.mask, sets)
     assert lean.dtype == torch.float32
     assert torch.equal(torch.isinf(lean), torch.isinf(ref))
     finite = torch.isfinite(ref)
