@@ -33,7 +33,7 @@ def serve_cmd(
         bool | None,
         typer.Option("--micro-batches/--no-micro-batches",
                      help="Split batches into length-sorted micro-batches when measured faster "
-                     "(default: on CPU only)."),
+                     "(default: on a CPU running padded forwards, i.e. with --compile)."),
     ] = None,
     compile: Compile = False,
     max_inputs: Annotated[

@@ -4,10 +4,11 @@ Requests of any task go into ONE queue. A single worker takes rows until the bat
 ``max_batch_size`` rows, or no row has arrived for ``max_wait_ms``, or the oldest row has
 waited ``WAIT_CAP`` times that; then it scores the
 whole batch in one call of a score function (``Scorer.score``: per-row prompts of any n,
-padded and masked, per-row label sets; one encoder and one decoder pass) on a dedicated
+per-row label sets; one encoder and one decoder pass) on a dedicated
 thread, so the event loop keeps accepting requests meanwhile. With a
-:class:`~spp.serve.tuning.MicroBatchTuner` (the server's default on a CPU), a batch may run
-instead as length-sorted micro-batches, each still mixing tasks, when that measures faster.
+:class:`~spp.serve.tuning.MicroBatchTuner` (the server's default on a CPU running padded
+forwards), a batch may run instead as length-sorted micro-batches, each still mixing tasks,
+when that measures faster.
 A request larger than the free room of a batch is split across batches and answered when
 its last row is scored.
 

@@ -75,6 +75,7 @@ class HealthResponse(Struct, omit_defaults=True):
     dtype: str | None = None  # what the backbone runs in (float32, bfloat16), once loaded
     dtype_reason: str | None = None  # why: --dtype as given, or the hardware check behind "auto"
     compiled: bool | None = None  # whether the forwards run through torch.compile (--compile)
+    packed: bool | None = None  # whether the forwards skip padding (spp.prompts.packed)
 
 
 class ReadyResponse(Struct, omit_defaults=True):

@@ -28,7 +28,9 @@ class ServeSettings:
         row has waited 10 times this long, or the batch is full).
     max_queue: queued rows above which a request is refused with 503 + Retry-After.
     micro_batches: let the batcher split a batch into length-sorted micro-batches when that
-        measures faster (see spp.serve.tuning); None: on for a CPU, off for a GPU.
+        measures faster (see spp.serve.tuning); None: on for a CPU whose forwards are padded
+        (--compile, or a backbone the unpadded forwards of spp.prompts.packed do not cover),
+        off otherwise: an unpadded forward wastes nothing on padding to begin with.
     compile: run the backbone's encoder and decoder through torch.compile (fused elementwise
         work; compiled at startup, before /ready; eager if compiling fails). Off by default: it
         costs tens of seconds of startup on a small CPU (see spp.prompts.compiled).

@@ -83,7 +83,7 @@ def test_defaults(captured):
     assert runner.invoke(app, ["serve"]).exit_code == 0
     s = captured[0]
     assert s.backbone == "google/t5-base-lm-adapt"  # the paper's, as `spp train`'s default
-    assert s.micro_batches is None  # automatic: on for a CPU
+    assert s.micro_batches is None  # automatic: on for a CPU running padded forwards
     assert (s.registry, s.host, s.port, s.max_batch_size, s.max_wait_ms, s.max_queue, s.device, s.preload) == (
         None, "127.0.0.1", 8000, 64, 5.0, 1024, "auto", ())
     assert (s.api_keys, s.metrics_auth, s.ssl_certfile, s.allowed_hosts, s.body_timeout_s) == ((), True, None, (), 10.0)

@@ -187,7 +187,8 @@ def test_tasks_lists_versions_aliases_metrics_fields_and_labels(client, world, t
 
 def test_health_ready_metrics_and_openapi(client, kit):
     assert client.get("/health").json() == {"status": "ok", "dtype": "float32", "dtype_reason": "--dtype float32",
-                                           "compiled": False}
+                                           "compiled": False, "packed": True}
+    assert client.app.state.spp.batcher.tuner is None  # unpadded forwards: one forward per batch
     ready = client.get("/ready")
     assert ready.status_code == 200 and ready.json()["status"] == "ready" and ready.json()["device"] == "cpu"
     _post(client, "sentiment", {"inputs": kit.INPUTS["sentiment"]})
@@ -259,7 +260,9 @@ def test_a_server_whose_compile_fails_serves_eagerly(world, make_settings, kit, 
 
     monkeypatch.setattr(torch, "compile", broken_compile)
     with TestClient(create_app(make_settings(compile=True)), raise_server_exceptions=False) as c:
-        assert c.get("/health").json()["compiled"] is False
+        health = c.get("/health").json()
+        assert health["compiled"] is False and health["packed"] is False  # compile asked: padded forwards
+        assert c.app.state.spp.batcher.tuner is not None  # ... so length-sorted micro-batches, tuned
         r = _post(c, "topic", {"inputs": kit.INPUTS["topic"]})
         assert r.status_code == 200
         kit.assert_matches(r.json(), *kit.expected(tiny_backbone, world.artifacts["topic"], kit.INPUTS["topic"]))
