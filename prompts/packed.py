@@ -10,7 +10,10 @@ key-padding mask, so attention wastes little on padding either.
 The HF modules themselves are called (their norms, feed-forward blocks, projections and
 position-bias buckets), so every T5-family checkpoint works (v1.0 ReLU, v1.1 gated-GELU, mT5).
 A model of another shape, float16 (HF clamps infinities there), or a module in training mode
-is refused by :func:`supports` and the scorer runs transformers' own forward instead.
+is refused by :func:`supports` and the scorer runs transformers' own forward instead. The
+scorer uses these forwards by default on a CPU only: on a GPU, where a padded token costs
+little next to the extra kernel launches of per-group attention, they have not been measured
+yet (``Scorer(packed=True)`` forces them anywhere).
 
 Measured against transformers' padded forward on 2 AMD EPYC cores (bf16, t5-small-lm-adapt,
 batches of 32 RTE inputs, n=10 prompts): encoder alone 44.7 rows/s (8-row length-sorted
@@ -71,7 +74,7 @@ def plan(mask: torch.Tensor, group: int = ATTENTION_GROUP) -> Layout:
     return Layout(
         index=mask.reshape(-1).nonzero().squeeze(1),
         groups=groups,
-        slots=torch.tensor(slots, device=dev),
+        slots=torch.tensor(slots, dtype=torch.long, device=dev),
         unslot=torch.tensor(unslot, dtype=torch.long, device=dev),
         key_mask=key_mask,
         longest=max(lens) if lens else 0,

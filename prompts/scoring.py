@@ -8,7 +8,7 @@ decoder pass of B rows, with no copy of the encoder states per candidate, and ro
 may carry different prompts (any n) and different label sets: the server and the transfer
 evaluator mix tasks in one batch through :meth:`Scorer.score`.
 
-On a T5 backbone the forwards run unpadded (spp.prompts.packed): projections and feed-forward
+On a CPU, a T5 backbone's forwards run unpadded (spp.prompts.packed): projections and feed-forward
 blocks on the real tokens only, attention per group of rows of similar length. ``--compile``
 keeps transformers' own padded forwards (what Inductor compiles), as does any other model.
 
@@ -83,8 +83,11 @@ class Scorer:
         self, backbone: Backbone, *, max_source_length: int = 512, compile: bool = False, packed: bool | None = None
     ) -> None:
         self.backbone = backbone
-        # packed: unpadded forwards (spp.prompts.packed) where the model is a T5 they reproduce
-        self.packed = packed_t5.supports(backbone.model) and not compile if packed is None else packed
+        # packed (None: automatic): unpadded forwards (spp.prompts.packed) for a T5 they reproduce,
+        # on a CPU, where they were measured; compile keeps transformers' forwards for Inductor
+        if packed is None:
+            packed = backbone.device.type == "cpu" and not compile and packed_t5.supports(backbone.model)
+        self.packed = packed
         self.max_source_length = max_source_length
         self._pack_cache: dict[tuple, tuple] = {}  # label set -> packed decoder row
         encoder, decoder = backbone.model.get_encoder(), backbone.model.get_decoder()
