@@ -1,5 +1,6 @@
 """Core benchmark: training step per method, spp vs HF PEFT prompt tuning, rank scoring vs generate,
-scoring throughput by batch size, float32 vs bf16, and the lean scorer vs full logits. All ratios
+scoring throughput by batch size, float32 vs bf16, the lean scorer vs full logits, and the unpadded
+forwards vs transformers' padded ones (``--sections packed``). All ratios
 are measured side by side in one run; every timing also reports MFU (spp.prompts.flops).
 
     python bench/core.py --tokenizer /work/shared/data/t5-tokenizer --rte /work/shared/data/rte
@@ -146,7 +147,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "core.json")
     args = ap.parse_args()
     sections = {"precision": precision_section, "lean": lean_section, "train": train_section,
-                "scoring": scoring_section}
+                "scoring": scoring_section, "packed": packed_section}
     torch.manual_seed(0)
     bb = load_backbone(args.backbone, tokenizer=args.tokenizer, device=args.device, dtype=args.dtype)
     texts = rte_texts(args.rte, max(64, args.texts))
@@ -175,6 +176,47 @@ def train_section(bb, texts: list[str], args, peaks: dict) -> dict:
     out["train_ratios"] = {f"{k}/simple": v / simple for k, v in times.items()}
     out["train_ratios"]["simple/peft"] = simple / out["peft_train_step_s"]
     return out
+
+
+def packed_section(bb, texts: list[str], args, peaks: dict) -> dict:
+    """Unpadded (spp.prompts.packed) vs transformers' padded forwards on RTE texts in arrival
+    order (batches of --batch-size, as a training step or a server batch sees them): scoring and
+    a training step (forward + backward of the loss the trainer uses), interleaved."""
+    from spp.prompts import packed
+
+    batches = [texts[a : a + args.batch_size] for a in range(0, len(texts) - args.batch_size + 1, args.batch_size)]
+    labels = LabelSet.build(bb, WORDS)
+    gold = _label_tensor(bb, WORDS, [i % 2 for i in range(args.batch_size)]).to(bb.device)
+    prompt = torch.nn.Parameter(torch.randn(10, bb.d_model, device=bb.device) * 0.5)
+    scorers = {"padded": Scorer(bb, packed=False), "packed": Scorer(bb, packed=True)}
+
+    def score(name: str):
+        with torch.no_grad():
+            for batch in batches:
+                scorers[name].score(batch, prompt.detach(), labels)
+
+    def train(name: str):
+        for batch in batches:
+            ids, mask = scorers[name].tokenize(batch)
+            inputs, full = prepend_prompts(bb.model.get_input_embeddings()(ids), mask, prompt)
+            with autocast(ids.device, bb.dtype):
+                if name == "packed":
+                    loss = packed.label_loss(bb.model, inputs, full, gold)
+                else:
+                    loss = bb.model(inputs_embeds=inputs, attention_mask=full, labels=gold, use_cache=False).loss
+            loss.backward()
+            prompt.grad = None
+
+    fns = {(kind, name): (lambda k=kind, n=name: (score if k == "score" else train)(n))
+           for kind in ("score", "train") for name in scorers}
+    t = interleaved(fns, args.repeats, device=args.device)
+    rows = len(batches) * args.batch_size
+    out = {f"{kind}_{name}_rows_per_s": rows / t[(kind, name)] for kind, name in fns}
+    out["score packed/padded"] = t[("score", "padded")] / t[("score", "packed")]
+    out["train packed/padded"] = t[("train", "padded")] / t[("train", "packed")]
+    print(f"unpadded vs padded, {rows} RTE rows in batches of {args.batch_size}: scoring "
+          f"{out['score packed/padded']:.2f}x, training step {out['train packed/padded']:.2f}x", flush=True)
+    return {"packed": out}
 
 
 def sorted_batches(bb, texts: list[str], batch_size: int):

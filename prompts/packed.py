@@ -13,7 +13,8 @@ A model of another shape, float16 (HF clamps infinities there), or a module in t
 is refused by :func:`supports` and the scorer runs transformers' own forward instead. The
 scorer uses these forwards by default on a CPU only: on a GPU, where a padded token costs
 little next to the extra kernel launches of per-group attention, they have not been measured
-yet (``Scorer(packed=True)`` forces them anywhere).
+yet (``Scorer(packed=True)`` forces them anywhere). :func:`label_loss` is the training loss on
+the same forwards (a step on 16 RTE inputs: 1.59x faster in bf16, 1.65x in float32).
 
 Measured against transformers' padded forward on 2 AMD EPYC cores (bf16, t5-small-lm-adapt,
 batches of 32 RTE inputs, n=10 prompts): encoder alone 44.7 rows/s (8-row length-sorted
@@ -181,3 +182,24 @@ def _cross(layer: nn.Module, h: torch.Tensor, memory: torch.Tensor, layout: Layo
         o = F.scaled_dot_product_attention(qq, kk, vv, attn_mask=mask, scale=1.0)  # (g, H, D, dh)
         out[idx] = o.transpose(1, 2).reshape(g, D, -1)
     return out.view(-1, att.inner_dim)  # (B*D, inner)
+
+
+def label_loss(model: nn.Module, inputs: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Teacher-forced cross-entropy of ``labels`` (B, D), -100 = ignored, for (B, T, e) encoder
+    inputs: what ``T5ForConditionalGeneration(inputs_embeds=..., labels=...).loss`` computes,
+    with the unpadded forwards (differentiable: the prompt inside ``inputs`` gets gradients)."""
+    config = model.config
+    B, D = labels.shape
+    layout = plan(mask)
+    memory = encode(model.get_encoder(), inputs, layout)  # (N, e)
+    dec_ids = torch.full_like(labels, int(config.pad_token_id))  # (B, D) labels shifted right
+    dec_ids[:, 0] = int(config.decoder_start_token_id)
+    dec_ids[:, 1:] = labels[:, :-1].masked_fill(labels[:, :-1] == -100, int(config.pad_token_id))
+    dtype = memory.dtype
+    future = torch.ones(D, D, dtype=torch.bool, device=labels.device).triu_(1)  # (D, D) keys after the query
+    causal = torch.zeros(1, 1, D, D, dtype=dtype, device=labels.device).masked_fill_(future, torch.finfo(dtype).min)
+    hidden = decode(model.get_decoder(), dec_ids, causal, memory, layout)  # (B, D, e)
+    if config.scale_decoder_outputs:  # v1.0's tied head rescales first, as transformers does
+        hidden = hidden * (model.model_dim**-0.5)
+    logits = model.lm_head(hidden)  # (B, D, V)
+    return F.cross_entropy(logits.float().reshape(B * D, -1), labels.reshape(-1), ignore_index=-100)

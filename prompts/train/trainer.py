@@ -20,6 +20,7 @@ from typing import Any, Callable, Literal, Sequence
 
 import torch
 
+from spp.prompts import packed as packed_t5
 from spp.prompts.artifact import Artifact, ArtifactMeta
 from spp.prompts.backbone import Backbone, prepend_prompts
 from spp.prompts.config import check_choice, check_int, check_number
@@ -252,9 +253,11 @@ def _loss(scorer: Scorer, method: PromptMethod, texts: list[str], labels: torch.
     ids, mask = scorer.tokenize(texts)
     embeds = model.get_input_embeddings()(ids)  # (B, L, e)
     inputs, full_mask = prepend_prompts(embeds, mask, method())  # (B, n+L, e)
+    labels = labels.to(ids.device)
     with autocast(ids.device, scorer.backbone.dtype):  # bf16 backbone: loss in fp32, prompt stays fp32
-        out = model(inputs_embeds=inputs, attention_mask=full_mask, labels=labels.to(ids.device), use_cache=False)
-    return out.loss
+        if scorer.packed and not model.training:  # unpadded forwards (spp.prompts.packed), same loss
+            return packed_t5.label_loss(model, inputs, full_mask, labels)
+        return model(inputs_embeds=inputs, attention_mask=full_mask, labels=labels, use_cache=False).loss
 
 
 @torch.no_grad()

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from spp.prompts import packed
-from spp.prompts.backbone import Backbone
+from spp.prompts.backbone import Backbone, prepend_prompts
 from spp.prompts.demo.toy import tiny_config
 from spp.prompts.scoring import LabelSet, Scorer
 
@@ -81,3 +81,25 @@ def test_supports_only_what_it_reproduces() -> None:
     assert not packed.supports(backbone.model.half())  # float16: HF clamps infinities, kept
     assert not packed.supports(random_backbone("relu", True).model.train())
     assert not packed.supports(nn.Linear(2, 2))
+
+
+def test_label_loss_and_prompt_gradient_match_transformers(backbone: Backbone) -> None:
+    """The training loss (spp train's forward): same value and same gradient for the prompt."""
+    texts = ["x", "a longer input text than the others", "two words", "mid size text"]
+    enc = backbone.tokenizer(texts, padding=True, return_tensors="pt")
+    labels = torch.tensor([[5, 6, 1], [7, 1, -100], [8, 9, 1], [1, -100, -100]])  # (B, D), -100 ignored
+    model = backbone.model
+    results = []
+    for use_packed in (False, True):
+        prompt = nn.Parameter(torch.randn(5, backbone.d_model, generator=torch.Generator().manual_seed(0)))
+        inputs, mask = prepend_prompts(model.get_input_embeddings()(enc.input_ids), enc.attention_mask, prompt)
+        if use_packed:
+            loss = packed.label_loss(model, inputs, mask, labels)
+        else:
+            loss = model(inputs_embeds=inputs, attention_mask=mask, labels=labels, use_cache=False).loss
+        loss.backward()
+        results.append((loss.detach(), prompt.grad))
+    (loss_ref, grad_ref), (loss_got, grad_got) = results
+    torch.testing.assert_close(loss_got, loss_ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(grad_got, grad_ref, atol=1e-6, rtol=1e-4)
+    assert grad_ref.abs().sum() > 0
