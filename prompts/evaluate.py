@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Callable, Literal
+from contextlib import contextmanager
+from typing import Callable, Iterator, Literal
 
 import torch
 
@@ -26,8 +27,26 @@ def evaluate_prompt(
     """Metrics of ``prompt`` (n, e) on ``data``; generate mode adds ``invalid_rate``.
 
     In generate mode an output that is not one of the label words counts as wrong (the
-    paper scores runs with invalid labels as 0); rank mode cannot produce one.
+    paper scores runs with invalid labels as 0); rank mode cannot produce one. The backbone
+    runs in eval mode here even when it trains with dropout kept (``--dropout keep``), so
+    metrics, and the best-step choice made from them, carry no dropout noise.
     """
+    with _eval_mode(scorer.backbone.model):
+        return _evaluate(scorer, prompt, data, mode, batch_size, progress)
+
+
+@contextmanager
+def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def _evaluate(scorer: Scorer, prompt: torch.Tensor, data: TaskData, mode: Mode, batch_size: int,
+              progress: Callable[[int], None] | None) -> dict[str, float]:
     if not data.has_labels:
         raise TaskError(f"task {data.task.name}: split {data.split} has no labels to evaluate against")
     if len(data) == 0:

@@ -11,7 +11,7 @@ from spp.prompts.tasks import get_task
 from spp.prompts.tasks.data import load_split, load_splits
 from spp.prompts.evaluate import evaluate_prompt
 from spp.prompts.train.pipeline import train_to_artifact
-from spp.prompts.scoring import Scorer
+from spp.prompts.scoring import LabelSet, Scorer
 from spp.prompts.train.trainer import TrainConfig, TrainEvent, build_prompt_method, train
 from spp.prompts.methods import ConfigError
 
@@ -98,3 +98,23 @@ def test_best_checkpoint_is_restored(tiny_backbone, demo_data) -> None:
 def test_bad_train_config_names_the_field(kwargs, field) -> None:
     with pytest.raises(ConfigError, match=field):
         TrainConfig(**kwargs)
+
+
+def test_evaluation_sees_no_backbone_dropout(tiny_backbone_dir, demo_data) -> None:
+    """A backbone kept in train mode for --dropout keep evaluates deterministically, then trains on."""
+    from spp.prompts.backbone import load_backbone
+
+    backbone = load_backbone(str(tiny_backbone_dir), device="cpu", dtype="float32", dropout="keep")
+    for module in backbone.model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.5  # the toy config has none; give dropout something to perturb
+    assert backbone.model.training
+    data = load_splits(get_task(demo_data["sentiment"]), seed=0)["test"]
+    prompt = torch.randn(4, backbone.d_model, generator=torch.Generator().manual_seed(0))
+    scorer = Scorer(backbone)
+    runs = [evaluate_prompt(scorer, prompt, data) for _ in range(2)]
+    assert runs[0] == runs[1]
+    assert backbone.model.training  # train mode (dropout on) restored for the next step
+    torch.manual_seed(0)
+    noisy = [scorer.score(data.texts[:8], prompt, LabelSet.build(backbone, data.task.label_words)).loglik for _ in range(2)]
+    assert not torch.equal(*noisy)  # outside evaluation, dropout really is on
