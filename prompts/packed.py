@@ -54,7 +54,7 @@ class Layout:
 def plan(mask: torch.Tensor, group: int = ATTENTION_GROUP) -> Layout:
     """The packed layout of a right-padded (B, T) attention mask (1 = real token)."""
     lens = mask.sum(dim=1).tolist()  # (B,)
-    B, T = mask.shape
+    B = mask.shape[0]
     starts = [0]
     for n in lens:
         starts.append(starts[-1] + n)
