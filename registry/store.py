@@ -20,14 +20,13 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from spp.prompts.artifact.files import atomic_write, sha256_file  # sha256_file: re-exported for the store and its callers
+from spp.prompts.artifact.files import atomic_write, sha256_file, sha256_stream  # sha256_file: re-exported for callers
 from spp.registry.errors import RegistryError
 from spp.registry.location import STORE_EXTRAS
 
 log = logging.getLogger(__name__)
 
 BLOB_SUFFIX = ".safetensors"
-_HASH_CHUNK = 1 << 20
 # Test-only fault injection: when this variable names a point below, the process reports
 # "spp-stalled:<point>" on stderr and sleeps there, so a test can SIGKILL it at that exact point.
 STALL_ENV = "SPP_REGISTRY_TEST_STALL"
@@ -199,11 +198,8 @@ class FsspecBlobStore:
             return None
 
     def digest(self, sha: str) -> str:
-        h = hashlib.sha256()
         with self.fs.open(self._key(sha), "rb") as fh:
-            while chunk := fh.read(_HASH_CHUNK):
-                h.update(chunk)
-        return h.hexdigest()
+            return sha256_stream(fh)
 
     def remove(self, sha: str) -> str | None:
         try:

@@ -71,11 +71,16 @@ def read_bounded(path: str | os.PathLike[str], *, limit: int = MAX_ARTIFACT_BYTE
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
-    """The file's sha256 (hex), read in 1 MiB blocks: a content address for blobs and data files."""
-    h = hashlib.sha256()
+    """The file's sha256 (hex): a content address for blobs and data files."""
     with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
+        return sha256_stream(fh)
+
+
+def sha256_stream(fh: BinaryIO) -> str:
+    """The sha256 (hex) of what is left in a binary file object (local or fsspec), read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    while chunk := fh.read(1 << 20):
+        h.update(chunk)
     return h.hexdigest()
 
 
