@@ -274,10 +274,11 @@ def full_logits_loglik(scorer: Scorer, states, enc_mask, label_sets):
     from spp.prompts.scoring import _pack_candidates
 
     packed = _pack_candidates(label_sets, scorer.backbone, states.device, {})
-    bias = torch.zeros(packed.allowed.shape, dtype=states.dtype, device=states.device)
-    bias.masked_fill_(~packed.allowed, torch.finfo(states.dtype).min)
+    from spp.prompts.packed import additive_mask
+
+    bias = additive_mask(packed.allowed, states.dtype).unsqueeze(1)  # (B, 1, D, D)
     logits = scorer.backbone.model(encoder_outputs=(states,), attention_mask=enc_mask, decoder_input_ids=packed.inputs,
-                                   decoder_attention_mask=bias.unsqueeze(1), use_cache=False).logits
+                                   decoder_attention_mask=bias, use_cache=False).logits
     target = logits.gather(-1, packed.targets.unsqueeze(-1)).squeeze(-1).float()
     return (target - torch.logsumexp(logits.float(), dim=-1)) * packed.valid
 

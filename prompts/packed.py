@@ -8,8 +8,9 @@ by length, each group padded to its own longest row), with T5's relative positio
 key-padding mask, so attention wastes little on padding either.
 
 The HF modules themselves are called (their norms, feed-forward blocks, projections and
-position-bias buckets), so every T5-family checkpoint works (v1.0 ReLU, v1.1 gated-GELU, mT5).
-A model of another shape, float16 (HF clamps infinities there), or a module in training mode
+position-bias buckets), so every checkpoint built from transformers' T5 layers works (v1.0
+ReLU with a tied head, v1.1 gated-GELU). A model built from other classes (mT5's own, any
+non-T5), float16 (HF clamps infinities there), or a module in training mode
 is refused by :func:`supports` and the scorer runs transformers' own forward instead. The
 scorer uses these forwards by default on a CPU only: on a GPU, where a padded token costs
 little next to the extra kernel launches of per-group attention, they have not been measured
@@ -121,9 +122,13 @@ def _with_zero_row(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([x, x.new_zeros(1, x.shape[1])])
 
 
-def _additive(keys: torch.Tensor, dtype: torch.dtype, bias: torch.Tensor | None) -> torch.Tensor:
-    """Key-padding mask (g, 1, 1, Tk) as an additive float mask, plus the position bias if any."""
-    mask = torch.zeros(keys.shape, dtype=dtype, device=keys.device).masked_fill_(~keys, torch.finfo(dtype).min)
+def additive_mask(allowed: torch.Tensor, dtype: torch.dtype, bias: torch.Tensor | None = None
+                  ) -> torch.Tensor:
+    """A boolean attention mask (True: may attend) as the additive float mask attention takes
+    (0 or the dtype's minimum), plus a position bias if given; same shape as ``allowed``
+    (broadcast with ``bias``)."""
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
+    mask.masked_fill_(~allowed, torch.finfo(dtype).min)
     return mask if bias is None else mask + bias.to(dtype)
 
 
@@ -134,7 +139,8 @@ def encode(encoder: nn.Module, inputs: torch.Tensor, layout: Layout) -> torch.Te
     first = encoder.block[0].layer[0].SelfAttention
     bias = first.compute_bias(layout.longest, layout.longest, device=x.device)  # (1, H, Tmax, Tmax)
     # built once per forward, shared by every layer: (g, H, Tg, Tg) bias plus key padding per group
-    masks = [_additive(keys, x.dtype, bias[:, :, :w, :w]) for (_, w, _), keys in zip(layout.groups, layout.key_mask)]
+    masks = [additive_mask(keys, x.dtype, bias[:, :, :w, :w])
+             for (_, w, _), keys in zip(layout.groups, layout.key_mask)]
     for block in encoder.block:
         sa = block.layer[0]
         att = sa.SelfAttention
@@ -152,7 +158,7 @@ def decode(decoder: nn.Module, input_ids: torch.Tensor, self_mask: torch.Tensor,
     x = decoder.embed_tokens(input_ids).reshape(B * D, -1)  # (B*D, e)
     first = decoder.block[0].layer[0].SelfAttention
     self_bias = first.compute_bias(D, D, device=x.device).to(x.dtype) + self_mask  # (B, H, D, D)
-    cross_masks = [_additive(keys, x.dtype, None) for keys in layout.key_mask]  # (g, 1, 1, Tg) each
+    cross_masks = [additive_mask(keys, x.dtype) for keys in layout.key_mask]  # (g, 1, 1, Tg) each
     rows = [torch.tensor(r, device=x.device) for r, _, _ in layout.groups]
     for block in decoder.block:
         sa, ca = block.layer[0], block.layer[1]
@@ -195,9 +201,8 @@ def label_loss(model: nn.Module, inputs: torch.Tensor, mask: torch.Tensor, label
     dec_ids = torch.full_like(labels, int(config.pad_token_id))  # (B, D) labels shifted right
     dec_ids[:, 0] = int(config.decoder_start_token_id)
     dec_ids[:, 1:] = labels[:, :-1].masked_fill(labels[:, :-1] == -100, int(config.pad_token_id))
-    dtype = memory.dtype
-    future = torch.ones(D, D, dtype=torch.bool, device=labels.device).triu_(1)  # (D, D) keys after the query
-    causal = torch.zeros(1, 1, D, D, dtype=dtype, device=labels.device).masked_fill_(future, torch.finfo(dtype).min)
+    past = torch.ones(1, 1, D, D, dtype=torch.bool, device=labels.device).tril_()  # keys up to the query
+    causal = additive_mask(past, memory.dtype)  # (1, 1, D, D)
     hidden = decode(model.get_decoder(), dec_ids, causal, memory, layout)  # (B, D, e)
     if config.scale_decoder_outputs:  # v1.0's tied head rescales first, as transformers does
         hidden = hidden * (model.model_dim**-0.5)

@@ -142,8 +142,7 @@ class Scorer:
         states, device = encoded.states, encoded.states.device
         packed = _pack_candidates(label_sets, self.backbone, device, self._pack_cache)
         model = self.backbone.model
-        bias = torch.zeros(packed.allowed.shape, dtype=states.dtype, device=device)  # (B, D, D)
-        bias = bias.masked_fill_(~packed.allowed, torch.finfo(states.dtype).min).unsqueeze(1)  # (B, 1, D, D)
+        bias = packed_t5.additive_mask(packed.allowed, states.dtype).unsqueeze(1)  # (B, 1, D, D)
         if encoded.layout is not None:
             hidden = packed_t5.decode(self._decoder, packed.inputs, bias, states, encoded.layout)  # (B, D, e)
         else:
