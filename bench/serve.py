@@ -16,7 +16,10 @@ Measurements in ONE run, side by side, on the same inputs and prompts:
       micro-batches where forwards are padded) is among them, so b/d2 is at most the share of
       pure compute the server delivers over HTTP;
   (e) the server as it was before ``--dtype auto``: the same clients as (a), ``--dtype float32``
-      (skip with ``--no-float32``), so a/e is what the new default buys on this machine.
+      (skip with ``--no-float32``), so a/e is what the bf16 default alone buys on this machine;
+  (f) with ``--baseline-spp PATH``: another install's server (the ``spp`` executable of, say,
+      the release before this one, in its own virtualenv) with ITS defaults and the same clients
+      as (a), on a registry its own ``spp publish`` fills: a/f is what users gain by upgrading.
 
 The servers run with their DEFAULT settings (batch size, wait, dtype ``auto``): what users get.
 MFU of every scenario: requests/s x the mean FLOPs of one request (spp.prompts.flops, from the
@@ -30,6 +33,10 @@ and mean batch size (from the server's /metrics) go to ``--out`` as JSON, with t
 
     python bench/serve.py --tokenizer /work/shared/data/t5-tokenizer --rte-dir /work/shared/data/rte \
         --duration 60 --rounds 2      # add --device cuda on a GPU machine
+    # (f): what upgrading buys, against an older release installed in its own virtualenv
+    git worktree add /tmp/spp-old-src <rev> && python -m venv --system-site-packages /tmp/spp-old \
+        && /tmp/spp-old/bin/pip install -e /tmp/spp-old-src
+    python bench/serve.py ... --baseline-spp /tmp/spp-old/bin/spp
 """
 
 from __future__ import annotations
@@ -51,9 +58,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch  # noqa: E402
 
 from common import machine, peak_for  # noqa: E402
-from serve_http import Server, http_scenario  # noqa: E402
+from serve_http import Server, http_scenario, publish_with  # noqa: E402
 
-from spp.prompts.artifact import Artifact, ArtifactMeta  # noqa: E402
+from spp.prompts.artifact import Artifact, ArtifactMeta, save_artifact  # noqa: E402
 from spp.prompts.flops import mfu, scoring_flops  # noqa: E402
 from spp.prompts.backbone import Backbone, load_backbone  # noqa: E402
 from spp.prompts.tasks import get_task  # noqa: E402
@@ -77,6 +84,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=float, default=5.0, help="unmeasured seconds before each HTTP window")
     p.add_argument("--dtype", default=None, help="pass --dtype to the server (default: the server's, auto)")
     p.add_argument("--no-float32", action="store_true", help="skip (e), the --dtype float32 server")
+    p.add_argument("--baseline-spp", default=None, help="(f): the `spp` executable of another install (e.g. "
+                   "an older release in its own venv) whose default server a/f compares with")
     p.add_argument("--server-args", default="", help="extra `spp serve` flags for the (a)/(b) server, e.g. "
                    "--server-args=--compile")
     p.add_argument("--bare-batch-sizes", default="1,8,16,32,64")
@@ -204,7 +213,8 @@ def merge(parts: list[dict]) -> dict:
 
 
 def table(results: dict) -> str:
-    names = {"e": "(e) spp server, 1 task, --dtype float32 (the old default)",
+    names = {"f": "(f) baseline install's server (--baseline-spp), 1 task, its defaults",
+             "e": "(e) spp server, 1 task, --dtype float32",
              "a": "(a) spp server, 1 task", "b": "(b) spp server, 8 tasks mixed",
              "c": "(c) PEFT, 1 request at a time, set_adapter + generate", "d": "(d) bare batched scoring, no server",
              "d2": "(d2) bare scoring, the best schedule measured (the server's among them)"}
@@ -225,7 +235,7 @@ def table(results: dict) -> str:
 
 
 def run_rounds(args, server: Server, scorer: Scorer, labels: LabelSet, artifacts, inputs,
-               server32: Server | None) -> tuple[dict, dict]:
+               server32: Server | None, baseline: Server | None) -> tuple[dict, dict]:
     """Interleave the scenarios; odd rounds run them in reverse so a linear drift in background
     load affects (a) and (b), and the server and the baselines, alike."""
     peft, peft_tok = peft_model(args, artifacts)
@@ -233,6 +243,7 @@ def run_rounds(args, server: Server, scorer: Scorer, labels: LabelSet, artifacts
     names = [f"task{i}" for i in range(args.tasks)]
     slice_s = args.duration / args.rounds
     parts: dict[str, list] = {"a": [], "b": [], "c": [], "d": []} | ({"e": []} if server32 else {})
+    parts |= {"f": []} if baseline else {}
     bare: dict[str, list] = {str(b): [] for b in args.bare_batch_sizes}
     bare.update({f"64 sorted, {m} per forward": [] for m in args.micro_sizes})
 
@@ -249,9 +260,10 @@ def run_rounds(args, server: Server, scorer: Scorer, labels: LabelSet, artifacts
         "c": lambda seed: parts["c"].append(peft_scenario(peft, peft_tok, labels, inputs, args.tasks, slice_s, seed)),
         "d": run_bare,
         "e": lambda seed: parts["e"].append(http_scenario(server32, args, names[:1], inputs, slice_s, seed)),
+        "f": lambda seed: parts["f"].append(http_scenario(baseline, args, names[:1], inputs, slice_s, seed)),
     }
     for r in range(args.rounds):
-        order = "".join(k for k in "eabcd" if k in parts)
+        order = "".join(k for k in "feabcd" if k in parts)
         order = order if r % 2 == 0 else order[::-1]
         print(f"round {r + 1}/{args.rounds}: {', '.join(order)}", file=sys.stderr)
         for key in order:
@@ -292,9 +304,11 @@ def summarize(args, parts: dict, bare: dict, load: list[float], source: str, com
         ratios["b/d2"] = rps["b"] / rps["d2"]
     if "e" in rps:
         ratios["a/e"] = rps["a"] / rps["e"]
+    if "f" in rps:
+        ratios["a/f"] = rps["a"] / rps["f"]
     for key, r in scenarios.items():
         if key != "c":  # (c) generates: not the scoring FLOPs the formula counts
-            peak = compute["peak_float32" if key == "e" else "peak"]["flops_per_s"]
+            peak = compute["peak_float32" if key in ("e", "f") and args.device == "cpu" else "peak"]["flops_per_s"]
             r["mfu"] = mfu(r["requests_per_s"] * compute["flops_per_request"], 1.0, peak)
     return {
         "machine": dict(machine(), load_average_1min=load),
@@ -303,11 +317,22 @@ def summarize(args, parts: dict, bare: dict, load: list[float], source: str, com
         "inputs": source,
         "scenarios": scenarios,
         "ratios": ratios,
-        "targets": {"b/a": 0.95, "b/d2": 0.9, "b/c": 5, "a/e": 3, "mfu_b": 0.6},
+        # issue 11: ">= 3x the default (float32) of the day it was filed": a/f with that release as
+        # the baseline; a/e (this checkout in float32) is reported alongside, without a target
+        "targets": {"b/a": 0.95, "b/d2": 0.9, "b/c": 5, "a/f": 3, "mfu_b": 0.6},
         "notes": "(c) runs in-process with no HTTP (its best case); its latency is service time only. "
                  "(d) latencies are per batch. Mean batch size of (a)/(b) from the server's /metrics. "
                  "'rounds' lists each round's requests/s.",
     }
+
+
+def start_baseline(args, artifacts: list[Artifact], tmp: Path) -> Server | None:
+    """(f): the --baseline-spp install's server, with its defaults, on a registry of its own."""
+    if not args.baseline_spp:
+        return None
+    files = [save_artifact(art, tmp / "baseline" / f"task{i}.safetensors") for i, art in enumerate(artifacts)]
+    publish_with([args.baseline_spp], files, tmp / "baseline-registry")
+    return Server(args, tmp / "baseline-registry", tmp / "baseline.log", spp=[args.baseline_spp])
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -326,23 +351,26 @@ def main(argv: list[str] | None = None) -> dict:
         log_path = args.server_log or Path(tmp) / "server.log"
         server = Server(args, Path(tmp) / "registry", log_path, args.dtype, args.server_args.split())
         server32 = None if args.no_float32 else Server(args, Path(tmp) / "registry", Path(tmp) / "f32.log", "float32")
+        baseline = start_baseline(args, artifacts, Path(tmp))
         try:
             server.wait_ready()
             health = server.health()  # the dtype the server chose: the in-process baselines use it too
             backbone.model.to(getattr(torch, health["dtype"]))
             backbone.dtype_reason = health["dtype_reason"]
             args.peft_dtype = health["dtype"]  # (c) in the server's dtype too
-            if server32:
-                server32.wait_ready()
+            for other in (server32, baseline):
+                if other:
+                    other.wait_ready()
             # The GEMM peaks are measured once both servers are up and idle: measured while the
             # float32 server was still loading, the peak came out at half (213 vs 392 GFLOP/s).
             compute = {"server_health": health, "flops_per_request": request_flops(backbone, labels, inputs, args.n_tokens),
                        "peak": peak_for(backbone), "peak_float32": peak_for(backbone) if backbone.dtype == torch.float32
                        else peak_float32(backbone)}
-            parts, bare = run_rounds(args, server, Scorer(backbone), labels, artifacts, inputs, server32)
+            parts, bare = run_rounds(args, server, Scorer(backbone), labels, artifacts, inputs, server32, baseline)
         finally:
-            if server32:
-                server32.stop()
+            for other in (server32, baseline):
+                if other:
+                    other.stop()
             code = server.stop()
             load.append(os.getloadavg()[0])
         if code != 0:

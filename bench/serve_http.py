@@ -16,18 +16,19 @@ from pathlib import Path
 import httpx
 
 MIN_MEASURED = 2  # answers per HTTP client at least, whatever --duration says
+SPP = [sys.executable, "-m", "spp.cli.main"]  # this checkout's CLI
 
 
 class Server:
     """`spp serve` in a subprocess on a free loopback port."""
 
     def __init__(self, args: argparse.Namespace, registry: Path, log: Path, dtype: str | None = None,
-                 extra: list[str] | None = None) -> None:
+                 extra: list[str] | None = None, spp: list[str] | None = None) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        cmd = [sys.executable, "-m", "spp.cli.main", "serve", "--backbone", args.backbone, "--registry", str(registry),
+        cmd = [*(spp or SPP), "serve", "--backbone", args.backbone, "--registry", str(registry),
                "--port", str(self.port), "--device", args.device, "--max-queue", str(max(1024, 4 * args.clients)),
                "--preload", ",".join(f"task{i}" for i in range(args.tasks)),
                "--log-level", "debug" if args.server_log else "warning"]
@@ -69,6 +70,16 @@ class Server:
         code = self.proc.wait(timeout=120)
         self.log.close()
         return code
+
+
+def publish_with(spp: list[str], artifacts: list[Path], registry: Path) -> None:
+    """Publish ``artifacts`` as task0, task1, ... with another install's own CLI (its registry
+    layout may differ from this checkout's), so that its server can load them."""
+    for i, path in enumerate(artifacts):
+        done = subprocess.run([*spp, "publish", str(path), "--name", f"task{i}", "--registry", str(registry)],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(spp)} publish failed: {(done.stderr or done.stdout).strip()[-500:]}")
 
 
 class Connection:
