@@ -9,12 +9,14 @@ Measurements in ONE run, side by side, on the same inputs and prompts:
       ``generate`` (output length forced to the label words' 5-6 tokens, as a trained model
       would emit; no HTTP, so the baseline's best case);
   (d) the ceiling: the bare batched scoring forward (Scorer.score on mixed-task batches of
-      random inputs, no server, no HTTP), at its best batch size;
+      random inputs in arrival order, no server, no HTTP), at its best batch size: the server's
+      own schedule where it runs unpadded forwards (one forward per batch as it forms), so the
+      issue's "server / bare scoring with the server's own schedule" is b/d there;
   (d2) a stricter ceiling: the best bare schedule measured, plain batches of every
       ``--bare-batch-sizes`` and 64-row batches sorted by length and scored ``--micro-sizes``
       rows per forward; the server's own schedule (one unpadded forward per batch, or sorted
       micro-batches where forwards are padded) is among them, so b/d2 is at most the share of
-      pure compute the server delivers over HTTP;
+      pure compute the server delivers over HTTP (the target ratio where forwards are padded);
   (e) the server as it was before ``--dtype auto``: the same clients as (a), ``--dtype float32``
       (skip with ``--no-float32``), so a/e is what the bf16 default alone buys on this machine;
   (f) with ``--baseline-spp PATH``: another install's server (the ``spp`` executable of, say,
@@ -302,6 +304,8 @@ def summarize(args, parts: dict, bare: dict, load: list[float], source: str, com
     ratios = {"b/a": rps["b"] / rps["a"], "b/d": rps["b"] / rps["d"], "b/c": rps["b"] / rps["c"]}
     if "d2" in rps:
         ratios["b/d2"] = rps["b"] / rps["d2"]
+    # the bare run of the server's own schedule: plain batches for unpadded forwards, else (d2)
+    own_schedule = "b/d" if compute["server_health"].get("packed") or "b/d2" not in ratios else "b/d2"
     if "e" in rps:
         ratios["a/e"] = rps["a"] / rps["e"]
     if "f" in rps:
@@ -319,7 +323,7 @@ def summarize(args, parts: dict, bare: dict, load: list[float], source: str, com
         "ratios": ratios,
         # issue 11: ">= 3x the default (float32) of the day it was filed": a/f with that release as
         # the baseline; a/e (this checkout in float32) is reported alongside, without a target
-        "targets": {"b/a": 0.95, "b/d2": 0.9, "b/c": 5, "a/f": 3, "mfu_b": 0.6},
+        "targets": {"b/a": 0.95, own_schedule: 0.9, "b/c": 5, "a/f": 3, "mfu_b": 0.6},
         "notes": "(c) runs in-process with no HTTP (its best case); its latency is service time only. "
                  "(d) latencies are per batch. Mean batch size of (a)/(b) from the server's /metrics. "
                  "'rounds' lists each round's requests/s.",
