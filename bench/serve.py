@@ -23,7 +23,8 @@ Measurements in ONE run, side by side, on the same inputs and prompts:
       the release before this one, in its own virtualenv) with ITS defaults and the same clients
       as (a), on a registry its own ``spp publish`` fills: a/f is what users gain by upgrading.
 
-The servers run with their DEFAULT settings (batch size, wait, dtype ``auto``): what users get.
+The servers run with their DEFAULT settings (batch size, wait, dtype ``auto``, compile): what users
+get; the bare scorer of (d)/(d2) runs the forwards the server chose (compiled if it compiled).
 MFU of every scenario: requests/s x the mean FLOPs of one request (spp.prompts.flops, from the
 inputs' token counts) over the in-run GEMM peak of the dtype the server chose (its /health),
 or the GPU's datasheet bf16 peak.
@@ -370,7 +371,9 @@ def main(argv: list[str] | None = None) -> dict:
             compute = {"server_health": health, "flops_per_request": request_flops(backbone, labels, inputs, args.n_tokens),
                        "peak": peak_for(backbone), "peak_float32": peak_for(backbone) if backbone.dtype == torch.float32
                        else peak_float32(backbone)}
-            parts, bare = run_rounds(args, server, Scorer(backbone), labels, artifacts, inputs, server32, baseline)
+            scorer = Scorer(backbone, compile=health.get("compiled", False))  # the server's own forwards
+            scorer.warm_up()
+            parts, bare = run_rounds(args, server, scorer, labels, artifacts, inputs, server32, baseline)
         finally:
             for other in (server32, baseline):
                 if other:

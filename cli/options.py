@@ -71,6 +71,7 @@ Mode = Annotated[
                       "reports invalid_rate).")
 ]
 MaxSourceLength = Annotated[int, typer.Option(help="Truncate inputs to this many tokens.")]
-Compile = Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the backbone's forwards: faster "
-                                       "scoring after 30-50 s of compiling on a small CPU; eager if compiling fails.")]
+Compile = Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the backbone's forwards: 10-15% "
+                                       "faster scoring after seconds of compiling (a T5 on a CPU, unpadded forwards; "
+                                       "30-50 s for padded ones); eager if compiling fails.")]
 Method = Annotated[str, typer.Option("--method", "-m", help="Prompt method (see `spp methods`).")]

@@ -1,14 +1,22 @@
-"""torch.compile for the frozen backbone's encoder and decoder, with a guarded fallback.
+"""torch.compile for the frozen backbone's forwards, with a guarded fallback.
 
 Inductor fuses the elementwise work between the GEMMs (T5's RMS norms, the gated GELU, the
-attention bias and mask arithmetic) that eager mode runs as separate passes over memory.
-``dynamic=True`` compiles one graph for every batch size and sequence length, so a server
-seeing inputs of any length does not recompile per shape (no bucketing needed).
+residual adds) that eager mode runs as separate passes over memory. ``dynamic=True`` compiles
+one graph for every batch size and sequence length, so a server seeing inputs of any length
+does not recompile per shape (no bucketing needed). Two things are compiled, depending on the
+forwards the scorer runs:
 
-Compiling costs start-up time (measured on 2 AMD EPYC cores, t5-small-lm-adapt: ~50 s cold,
-~30 s with Inductor's on-disk cache warm), so it is opt-in (``spp serve --compile``). Anything
-that goes wrong (no C++ compiler, an unsupported op in a future transformers, a failed
-recompile) is logged once and the forward runs eagerly from then on: a failure never reaches
+- the unpadded forwards (spp.prompts.packed, a T5 on a CPU): only the per-token sublayers of the
+  encoder (:func:`compiled_sublayers`), two small graphs whose only varying dimension is the
+  number of tokens, shared by every layer; attention stays eager (per-group shapes). Compiling
+  takes ~3 s (~12 s on a cold Inductor cache) and scoring got 10-15% faster on 2 AMD EPYC cores
+  (t5-small-lm-adapt, 32 RTE rows, 8 interleaved repeats: bf16 39.8 -> 44.2 rows/s, float32
+  20.3 -> 23.4), so the server does it by default;
+- transformers' padded forwards (a GPU, or a model packing does not cover): the whole encoder and
+  decoder (~50 s cold, ~30 s with the cache warm), opt-in (``--compile``).
+
+Anything that goes wrong (no C++ compiler, an unsupported op in a future transformers, a failed
+recompile) is logged once and the function runs eagerly from then on: a failure never reaches
 a request.
 """
 
@@ -16,9 +24,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
+
+if TYPE_CHECKING:
+    from spp.prompts.packed import Sublayers
 
 log = logging.getLogger(__name__)
 
@@ -52,3 +63,13 @@ class GuardedCompile:
                 self.failure = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
                 log.warning("torch.compile of the %s failed, running it eagerly: %s", self.name, self.failure)
             self._compiled = None
+
+
+def compiled_sublayers() -> "Sublayers":
+    """The unpadded encoder's per-token sublayers through torch.compile (see the module docstring)."""
+    from spp.prompts import packed
+
+    return packed.Sublayers(
+        attention_inputs=GuardedCompile(packed.attention_inputs, "unpadded encoder's attention inputs"),
+        feed_forward=GuardedCompile(packed.output_and_feed_forward, "unpadded encoder's feed-forward"),
+    )

@@ -28,6 +28,7 @@ this machine's noise, so the HF projections are called as they are.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -132,7 +133,33 @@ def additive_mask(allowed: torch.Tensor, dtype: torch.dtype, bias: torch.Tensor 
     return mask if bias is None else mask + bias.to(dtype)
 
 
-def encode(encoder: nn.Module, inputs: torch.Tensor, layout: Layout) -> torch.Tensor:
+def attention_inputs(sa: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A self-attention sublayer's RMS norm and q/k/v projections of packed (N, e) states."""
+    h = sa.layer_norm(x)  # (N, e)
+    att = sa.SelfAttention
+    return att.q(h), att.k(h), att.v(h)  # (N, inner) each
+
+
+def output_and_feed_forward(att: nn.Module, ff: nn.Module, x: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
+    """The attention output projection and residual, then the feed-forward sublayer (norm, FFN,
+    residual) of packed (N, e) states and (N, inner) attention outputs."""
+    return ff(x + att.o(o))  # (N, e)
+
+
+@dataclass(frozen=True)
+class Sublayers:
+    """The per-token work of an encoder layer, everything but attention: the part torch.compile
+    fuses well (RMS norms, GELU, residual adds) on shapes that vary only in N, so one dynamic
+    graph per function serves every layer and batch (spp.prompts.compiled.compiled_sublayers)."""
+
+    attention_inputs: Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = attention_inputs
+    feed_forward: Callable[..., torch.Tensor] = output_and_feed_forward
+
+
+EAGER = Sublayers()
+
+
+def encode(encoder: nn.Module, inputs: torch.Tensor, layout: Layout, sublayers: Sublayers = EAGER) -> torch.Tensor:
     """The encoder stack on right-padded (B, T, e) embeddings; returns packed (N, e) states."""
     B, T, e = inputs.shape
     x = inputs.reshape(B * T, e).index_select(0, layout.index)  # (N, e)
@@ -142,11 +169,10 @@ def encode(encoder: nn.Module, inputs: torch.Tensor, layout: Layout) -> torch.Te
     masks = [additive_mask(keys, x.dtype, bias[:, :, :w, :w])
              for (_, w, _), keys in zip(layout.groups, layout.key_mask)]
     for block in encoder.block:
-        sa = block.layer[0]
-        att = sa.SelfAttention
-        h = sa.layer_norm(x)  # (N, e)
-        o = _attend_grouped(att.q(h), att.k(h), att.v(h), masks, layout, att.n_heads)  # (N, inner)
-        x = block.layer[-1](x + att.o(o))  # feed-forward sublayer (norm, FFN, residual): per token
+        att = block.layer[0].SelfAttention
+        q, k, v = sublayers.attention_inputs(block.layer[0], x)  # (N, inner) each
+        o = _attend_grouped(q, k, v, masks, layout, att.n_heads)  # (N, inner)
+        x = sublayers.feed_forward(att, block.layer[-1], x, o)  # (N, e)
     return encoder.final_layer_norm(x)  # (N, e)
 
 

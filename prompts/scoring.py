@@ -9,8 +9,9 @@ may carry different prompts (any n) and different label sets: the server and the
 evaluator mix tasks in one batch through :meth:`Scorer.score`.
 
 On a CPU, a T5 backbone's forwards run unpadded (spp.prompts.packed): projections and feed-forward
-blocks on the real tokens only, attention per group of rows of similar length. ``--compile``
-keeps transformers' own padded forwards (what Inductor compiles), as does any other model.
+blocks on the real tokens only, attention per group of rows of similar length; ``compile``
+fuses their per-token sublayers (spp.prompts.compiled). Any other model, or a GPU, runs
+transformers' own padded forwards, which ``compile=True`` compiles whole.
 
 Log-probabilities are ``logit[target] - logsumexp(logits)``, computed only at the real (non-
 padding) decoder positions: their decoder states are gathered before ``lm_head``, so no logit
@@ -27,7 +28,7 @@ import torch
 
 from spp.prompts.backbone import Backbone, prepend_prompts
 from spp.prompts import packed as packed_t5
-from spp.prompts.compiled import GuardedCompile
+from spp.prompts.compiled import GuardedCompile, compiled_sublayers
 
 
 @dataclass(frozen=True)
@@ -80,25 +81,36 @@ class Scorer:
     """Scores texts with per-row prompts and label sets on a frozen backbone."""
 
     def __init__(
-        self, backbone: Backbone, *, max_source_length: int = 512, compile: bool = False, packed: bool | None = None
+        self, backbone: Backbone, *, max_source_length: int = 512, compile: bool | None = False,
+        packed: bool | None = None,
     ) -> None:
         self.backbone = backbone
         # packed (None: automatic): unpadded forwards (spp.prompts.packed) for a T5 they reproduce,
-        # on a CPU, where they were measured; compile keeps transformers' forwards for Inductor
+        # on a CPU, where they were measured
         if packed is None:
-            packed = backbone.device.type == "cpu" and not compile and packed_t5.supports(backbone.model)
+            packed = backbone.device.type == "cpu" and packed_t5.supports(backbone.model)
         self.packed = packed
         self.max_source_length = max_source_length
         self._pack_cache: dict[tuple, tuple] = {}  # label set -> packed decoder row
-        encoder, decoder = backbone.model.get_encoder(), backbone.model.get_decoder()
-        # compile: encoder and decoder through torch.compile, eager if that fails (spp.prompts.compiled)
-        self._encoder = GuardedCompile(encoder, "encoder") if compile else encoder
-        self._decoder = GuardedCompile(decoder, "decoder") if compile else decoder
+        self._encoder, self._decoder = backbone.model.get_encoder(), backbone.model.get_decoder()
+        self._sublayers = packed_t5.EAGER
+        # compile (spp.prompts.compiled; eager if it fails): the unpadded encoder's per-token
+        # sublayers (seconds to compile), else transformers' whole encoder and decoder (tens of
+        # seconds); None: only the former, where it measured faster
+        if compile is None:
+            compile = packed
+        if compile and packed:
+            self._sublayers = compiled_sublayers()
+        elif compile:
+            self._encoder = GuardedCompile(self._encoder, "encoder")
+            self._decoder = GuardedCompile(self._decoder, "decoder")
 
     @property
     def compiled(self) -> bool:
         """Whether the forwards run compiled (False when not asked, or after a compile failure)."""
-        return all(isinstance(f, GuardedCompile) and f.failure is None for f in (self._encoder, self._decoder))
+        parts = (self._sublayers.attention_inputs, self._sublayers.feed_forward, self._encoder, self._decoder)
+        guarded = [f for f in parts if isinstance(f, GuardedCompile)]
+        return bool(guarded) and all(f.failure is None for f in guarded)
 
     def warm_up(self) -> None:
         """Score two tiny batches (2 rows, then 1) so compiling happens now, not on a request."""
@@ -129,7 +141,7 @@ class Scorer:
         inputs, mask = prepend_prompts(embeds, attention_mask, prompts)  # (B, T, e), (B, T)
         if self.packed:
             layout = packed_t5.plan(mask)
-            return Encoded(packed_t5.encode(self._encoder, inputs, layout), mask, layout)  # (N, e)
+            return Encoded(packed_t5.encode(self._encoder, inputs, layout, self._sublayers), mask, layout)  # (N, e)
         return Encoded(self._encoder(inputs_embeds=inputs, attention_mask=mask).last_hidden_state, mask)
 
     def candidate_loglik(self, encoded: Encoded, label_sets: Sequence[LabelSet]) -> Scores:

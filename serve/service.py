@@ -108,7 +108,7 @@ class Service:
             self.registry, label_backbone, capacity=s.cache_size, on_event=self.metrics.cache_event, executor=self._io
         )
         scorer = self.scorer = Scorer(self.backbone, max_source_length=s.max_source_length, compile=s.compile)
-        if s.compile:  # compile before /ready, not on the first request
+        if scorer.compiled:  # compile before /ready, not on the first request
             await asyncio.to_thread(scorer.warm_up)
             log.info("backbone forwards %s", "compiled" if scorer.compiled else "run eagerly (compile failed)")
         # Unpadded (packed) forwards waste nothing on padding, so micro-batches only pay off for

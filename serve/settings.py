@@ -29,11 +29,12 @@ class ServeSettings:
     max_queue: queued rows above which a request is refused with 503 + Retry-After.
     micro_batches: let the batcher split a batch into length-sorted micro-batches when that
         measures faster (see spp.serve.tuning); None: on for a CPU whose forwards are padded
-        (--compile, or a backbone the unpadded forwards of spp.prompts.packed do not cover),
-        off otherwise: an unpadded forward wastes nothing on padding to begin with.
-    compile: run the backbone's encoder and decoder through torch.compile (fused elementwise
-        work; compiled at startup, before /ready; eager if compiling fails). Off by default: it
-        costs tens of seconds of startup on a small CPU (see spp.prompts.compiled).
+        (a backbone the unpadded forwards of spp.prompts.packed do not cover), off otherwise:
+        an unpadded forward wastes nothing on padding to begin with.
+    compile: torch.compile the forwards (fused elementwise work; compiled at startup, before
+        /ready; eager if compiling fails; see spp.prompts.compiled). None: on where the forwards
+        run unpadded (a T5 on a CPU: seconds to compile, 10-15% faster scoring), off for
+        transformers' padded forwards, where True costs tens of seconds of startup.
     max_inputs: inputs per request above which the request gets 413.
     max_input_chars: characters of one formatted input above which the request gets 413.
     cache_size: prompts kept on the device (LRU by name and version).
@@ -65,7 +66,7 @@ class ServeSettings:
     max_wait_ms: float = 5.0
     max_queue: int = 1024
     micro_batches: bool | None = None
-    compile: bool = False
+    compile: bool | None = None
     max_inputs: int = 64
     max_input_chars: int = 4096
     max_source_length: int = 512
@@ -91,7 +92,8 @@ class ServeSettings:
             check_int(name, getattr(self, name), ConfigError)
         if self.micro_batches is not None:
             check_bool("micro_batches", self.micro_batches, ConfigError)
-        check_bool("compile", self.compile, ConfigError)
+        if self.compile is not None:
+            check_bool("compile", self.compile, ConfigError)
         check_int("port", self.port, ConfigError, minimum=0, maximum=65535)
         check_number("max_wait_ms", self.max_wait_ms, ConfigError, minimum=0, maximum=60_000)
         if self.max_queue < self.max_batch_size:

@@ -77,7 +77,7 @@ def test_supports_only_what_it_reproduces() -> None:
     backbone = random_backbone("gated-gelu", False)
     assert packed.supports(backbone.model)
     assert Scorer(backbone).packed  # the default wherever it applies
-    assert not Scorer(backbone, compile=True).packed  # compiled forwards stay transformers' own
+    assert Scorer(backbone, compile=True).packed  # compiling keeps them (their sublayers compiled)
     assert not packed.supports(backbone.model.half())  # float16: HF clamps infinities, kept
     assert not packed.supports(random_backbone("relu", True).model.train())
     assert not packed.supports(nn.Linear(2, 2))

@@ -187,7 +187,7 @@ def test_tasks_lists_versions_aliases_metrics_fields_and_labels(client, world, t
 
 def test_health_ready_metrics_and_openapi(client, kit):
     assert client.get("/health").json() == {"status": "ok", "dtype": "float32", "dtype_reason": "--dtype float32",
-                                           "compiled": False, "packed": True}
+                                           "compiled": True, "packed": True}  # defaults: both, on a CPU
     assert client.app.state.spp.batcher.tuner is None  # unpadded forwards: one forward per batch
     ready = client.get("/ready")
     assert ready.status_code == 200 and ready.json()["status"] == "ready" and ready.json()["device"] == "cpu"
@@ -261,8 +261,27 @@ def test_a_server_whose_compile_fails_serves_eagerly(world, make_settings, kit, 
     monkeypatch.setattr(torch, "compile", broken_compile)
     with TestClient(create_app(make_settings(compile=True)), raise_server_exceptions=False) as c:
         health = c.get("/health").json()
-        assert health["compiled"] is False and health["packed"] is False  # compile asked: padded forwards
-        assert c.app.state.spp.batcher.tuner is not None  # ... so length-sorted micro-batches, tuned
+        assert health["compiled"] is False and health["packed"] is True  # eager unpadded forwards
+        assert c.app.state.spp.batcher.tuner is None
+        r = _post(c, "topic", {"inputs": kit.INPUTS["topic"]})
+        assert r.status_code == 200
+        kit.assert_matches(r.json(), *kit.expected(tiny_backbone, world.artifacts["topic"], kit.INPUTS["topic"]))
+
+
+def test_padded_forwards_get_tuned_micro_batches_and_no_default_compile(world, make_settings, kit, tiny_backbone,
+                                                                        monkeypatch):
+    """A backbone the unpadded forwards do not cover runs transformers' padded ones: the batcher
+    tunes length-sorted micro-batches, and the default does not compile them (tens of seconds)."""
+    from litestar.testing import TestClient
+
+    from spp.prompts import packed
+    from spp.serve.app import create_app
+
+    monkeypatch.setattr(packed, "supports", lambda model: False)
+    with TestClient(create_app(make_settings()), raise_server_exceptions=False) as c:
+        health = c.get("/health").json()
+        assert health["packed"] is False and health["compiled"] is False
+        assert c.app.state.spp.batcher.tuner is not None
         r = _post(c, "topic", {"inputs": kit.INPUTS["topic"]})
         assert r.status_code == 200
         kit.assert_matches(r.json(), *kit.expected(tiny_backbone, world.artifacts["topic"], kit.INPUTS["topic"]))
