@@ -251,11 +251,12 @@ def run_rounds(args, server: Server, scorer: Scorer, labels: LabelSet, artifacts
     bare.update({f"64 sorted, {m} per forward": [] for m in args.micro_sizes})
 
     def run_bare(seed: int) -> None:
-        for b in args.bare_batch_sizes:
-            bare[str(b)].append(bare_scenario(scorer, labels, prompts, inputs, b, slice_s / len(bare), seed))
-        for m in args.micro_sizes:
-            part = bare_scenario(scorer, labels, prompts, inputs, 64, slice_s / len(bare), seed, micro=m)
-            bare[f"64 sorted, {m} per forward"].append(part)
+        # odd rounds reverse the schedules' order too, as they do the scenarios', so that drift
+        # in background load affects every schedule alike
+        schedules = [(str(b), b, None) for b in args.bare_batch_sizes]
+        schedules += [(f"64 sorted, {m} per forward", 64, m) for m in args.micro_sizes]
+        for key, size, micro in schedules[:: 1 if (seed - args.seed) % 2 == 0 else -1]:
+            bare[key].append(bare_scenario(scorer, labels, prompts, inputs, size, slice_s / len(bare), seed, micro=micro))
 
     steps = {
         "a": lambda seed: parts["a"].append(http_scenario(server, args, names[:1], inputs, slice_s, seed)),
