@@ -31,18 +31,19 @@ def evaluate_prompt(
     runs in eval mode here even when it trains with dropout kept (``--dropout keep``), so
     metrics, and the best-step choice made from them, carry no dropout noise.
     """
-    with _eval_mode(scorer.backbone.model):
+    with eval_mode(scorer.backbone.model):
         return _evaluate(scorer, prompt, data, mode, batch_size, progress)
 
 
 @contextmanager
-def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
-    was_training = model.training
-    model.eval()
+def eval_mode(module: torch.nn.Module) -> Iterator[None]:
+    """``module`` in eval mode inside the block, back in the mode it was in afterwards."""
+    was_training = module.training
+    module.eval()
     try:
         yield
     finally:
-        model.train(was_training)
+        module.train(was_training)
 
 
 def _evaluate(scorer: Scorer, prompt: torch.Tensor, data: TaskData, mode: Mode, batch_size: int,

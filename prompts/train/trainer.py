@@ -24,7 +24,7 @@ from spp.prompts import packed as packed_t5
 from spp.prompts.artifact import Artifact, ArtifactMeta
 from spp.prompts.backbone import Backbone, prepend_prompts
 from spp.prompts.config import check_choice, check_int, check_number
-from spp.prompts.evaluate import evaluate_prompt
+from spp.prompts.evaluate import eval_mode, evaluate_prompt
 from spp.prompts.hardware import autocast
 from spp.prompts.methods.base import ConfigError, InitContext, PromptMethod
 from spp.prompts.methods.registry import build_method, get_method
@@ -262,12 +262,8 @@ def _loss(scorer: Scorer, method: PromptMethod, texts: list[str], labels: torch.
 
 @torch.no_grad()
 def _evaluate(scorer: Scorer, method: PromptMethod, data: TaskData, config: TrainConfig) -> dict[str, float]:
-    was_training = method.training
-    method.eval()
-    try:
+    with eval_mode(method):
         return evaluate_prompt(scorer, method.collapse(), data, mode=config.mode, batch_size=config.eval_batch_size)
-    finally:
-        method.train(was_training)
 
 
 def _label_tensor(backbone: Backbone, words: tuple[str, ...], labels: list[int | None]) -> torch.Tensor:
