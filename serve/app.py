@@ -320,13 +320,19 @@ def _routes(settings: ServeSettings) -> list:
 
 
 def uvicorn_config(app: Litestar, settings: ServeSettings) -> "uvicorn.Config":
-    """The uvicorn configuration ``spp serve`` runs: address, log level, TLS when configured."""
+    """The uvicorn configuration ``spp serve`` runs: address, log level, TLS when configured.
+
+    The HTTP parser is h11 whatever else is installed: with httptools (uvicorn[standard]) a
+    malformed request (a chunked header on a plain body) got a plain-text 400 from the parser
+    instead of the app's JSON 408, and it bought no throughput (2 AMD EPYC vCPUs, 64 clients,
+    interleaved: 33.5/30.6/30.5 requests/s with httptools and uvloop, 33.6/32.5/31.6 without).
+    """
     import uvicorn
 
     tls = {}
     if settings.ssl_certfile is not None:
         tls = {"ssl_certfile": str(settings.ssl_certfile), "ssl_keyfile": str(settings.ssl_keyfile)}
-    return uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level, **tls)
+    return uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level, http="h11", **tls)
 
 
 async def run_server(settings: ServeSettings) -> None:

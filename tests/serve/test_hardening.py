@@ -166,6 +166,15 @@ def test_a_chunked_header_on_a_plain_body_is_408_in_bounded_time(raw_server, cap
     assert 'status="408"' in app.state.spp.render_metrics() and 'status="500"' not in app.state.spp.render_metrics()
 
 
+def test_the_http_parser_is_h11_whatever_is_installed(make_settings):
+    """The 408 above comes from the app; httptools (uvicorn[standard]) would answer that request
+    from its parser with a plain-text 400, so spp serve pins the parser."""
+    from spp.serve.app import create_app, uvicorn_config
+
+    settings = make_settings()
+    assert uvicorn_config(create_app(settings), settings).http == "h11"
+
+
 def test_a_client_that_leaves_mid_body_is_not_a_server_error(raw_server, caplog):
     port, app = raw_server
     request = (b"POST /predict?task=sentiment HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
