@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import os
 import platform
+from dataclasses import dataclass
 
 import torch
 
+from spp.prompts.backbone import Backbone
 from spp.prompts.flops import device_peak
 from spp.prompts.hardware import cpu_bf16_flags, cpu_model_name
+from spp.prompts.parallel import ShardedScore
+from spp.prompts.scoring import Scorer
 
 
 def machine() -> dict:
@@ -35,3 +39,21 @@ def sync(device) -> None:
     """Wait for queued GPU work, so a timer measures it (no-op on a CPU)."""
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()
+
+
+@dataclass
+class BareScorer:
+    """The server's own forwards and schedule without the server: compiled if it compiled, each
+    batch in as many shards at once as it scores, on as many CPU threads per shard (its /health)."""
+
+    score: ShardedScore
+    device: torch.device
+
+    @classmethod
+    def like(cls, backbone: Backbone, health: dict) -> "BareScorer":
+        """An older server's /health has no shards or threads: one shard on torch's threads."""
+        threads = health.get("threads") if backbone.device.type == "cpu" else None
+        scorer = Scorer(backbone, compile=health.get("compiled", False))
+        score = ShardedScore(scorer.score, health.get("shards") or 1, threads)
+        score.run(scorer.warm_up)  # on a shard thread: compiled kernels keep the builder's thread count
+        return cls(score, backbone.device)

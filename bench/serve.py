@@ -10,7 +10,7 @@ Measurements in ONE run, side by side, on the same inputs and prompts:
       would emit; no HTTP, so the baseline's best case);
   (d) the ceiling: the bare batched scoring forward (Scorer.score on mixed-task batches of
       random inputs in arrival order, no server, no HTTP), at its best batch size: the server's
-      own schedule where it runs unpadded forwards (one forward per batch as it forms), so the
+      own schedule where it runs unpadded forwards (each batch as it forms, in its shards), so the
       issue's "server / bare scoring with the server's own schedule" is b/d there;
   (d2) a stricter ceiling: the best bare schedule measured, plain batches of every
       ``--bare-batch-sizes`` and 64-row batches sorted by length and scored ``--micro-sizes``
@@ -24,7 +24,8 @@ Measurements in ONE run, side by side, on the same inputs and prompts:
       as (a), on a registry its own ``spp publish`` fills: a/f is what users gain by upgrading.
 
 The servers run with their DEFAULT settings (batch size, wait, dtype ``auto``, compile): what users
-get; the bare scorer of (d)/(d2) runs the forwards the server chose (compiled if it compiled).
+get; the bare scorer of (d)/(d2) runs the forwards the server chose (compiled if it compiled)
+and its schedule: each batch in as many shards at once, on as many CPU threads each (/health).
 MFU of every scenario: requests/s x the mean FLOPs of one request (spp.prompts.flops, from the
 inputs' token counts) over the in-run GEMM peak of the dtype the server chose (its /health),
 or the GPU's datasheet bf16 peak.
@@ -60,14 +61,15 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
-from common import machine, peak_for  # noqa: E402
+from common import BareScorer, machine, peak_for  # noqa: E402
 from serve_http import Server, http_scenario, publish_with  # noqa: E402
 
 from spp.prompts.artifact import Artifact, ArtifactMeta, save_artifact  # noqa: E402
 from spp.prompts.flops import mfu, scoring_flops  # noqa: E402
 from spp.prompts.backbone import Backbone, load_backbone  # noqa: E402
 from spp.prompts.tasks import get_task  # noqa: E402
-from spp.prompts.scoring import LabelSet, Scorer  # noqa: E402
+from spp.prompts.parallel import ScoreFn  # noqa: E402
+from spp.prompts.scoring import LabelSet  # noqa: E402
 
 RTE = get_task("rte")
 WORDS = ("the a of to in and that is was for on with as by at from report company said year new people "
@@ -165,9 +167,10 @@ def peft_scenario(model, tokenizer, labels: LabelSet, inputs, tasks: int, second
     return {"requests": len(latencies), "seconds": sum(latencies), "latencies": latencies}
 
 
-def bare_scenario(scorer: Scorer, labels: LabelSet, prompts, inputs, batch_size: int, seconds: float,
+def bare_scenario(score: ScoreFn, labels: LabelSet, prompts, inputs, batch_size: int, seconds: float,
                   seed: int, micro: int | None = None) -> dict:
-    """Scorer.score on batches of random inputs and random tasks, as requests arrive; no server.
+    """``score`` (Scorer.score, or the server's sharded schedule of it) on batches of random
+    inputs and random tasks, as requests arrive; no server.
 
     Not sorted across batches: offline evaluation (score_texts) sorts a whole split by length
     so that batches pad little, which a server answering requests as they come cannot do.
@@ -186,7 +189,7 @@ def bare_scenario(scorer: Scorer, labels: LabelSet, prompts, inputs, batch_size:
             order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
             texts, chosen = [texts[i] for i in order], [chosen[i] for i in order]
         for a in range(0, batch_size, step):
-            scorer.score(texts[a : a + step], chosen[a : a + step], [labels] * len(texts[a : a + step]))
+            score(texts[a : a + step], chosen[a : a + step], [labels] * len(texts[a : a + step]))
         batch_times.append(time.perf_counter() - t0)
         rows += len(texts)
     return {"requests": rows, "seconds": sum(batch_times), "latencies": batch_times, "rows": rows,
@@ -237,12 +240,12 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def run_rounds(args, server: Server, scorer: Scorer, labels: LabelSet, artifacts, inputs,
+def run_rounds(args, server: Server, bare_scorer: BareScorer, labels: LabelSet, artifacts, inputs,
                server32: Server | None, baseline: Server | None) -> tuple[dict, dict]:
     """Interleave the scenarios; odd rounds run them in reverse so a linear drift in background
     load affects (a) and (b), and the server and the baselines, alike."""
     peft, peft_tok = peft_model(args, artifacts)
-    prompts = [a.prompt.to(scorer.backbone.device) for a in artifacts]
+    prompts = [a.prompt.to(bare_scorer.device) for a in artifacts]
     names = [f"task{i}" for i in range(args.tasks)]
     slice_s = args.duration / args.rounds
     parts: dict[str, list] = {"a": [], "b": [], "c": [], "d": []} | ({"e": []} if server32 else {})
@@ -256,7 +259,8 @@ def run_rounds(args, server: Server, scorer: Scorer, labels: LabelSet, artifacts
         schedules = [(str(b), b, None) for b in args.bare_batch_sizes]
         schedules += [(f"64 sorted, {m} per forward", 64, m) for m in args.micro_sizes]
         for key, size, micro in schedules[:: 1 if (seed - args.seed) % 2 == 0 else -1]:
-            bare[key].append(bare_scenario(scorer, labels, prompts, inputs, size, slice_s / len(bare), seed, micro=micro))
+            bare[key].append(bare_scenario(bare_scorer.score, labels, prompts, inputs, size, slice_s / len(bare),
+                                           seed, micro=micro))
 
     steps = {
         "a": lambda seed: parts["a"].append(http_scenario(server, args, names[:1], inputs, slice_s, seed)),
@@ -372,9 +376,8 @@ def main(argv: list[str] | None = None) -> dict:
             compute = {"server_health": health, "flops_per_request": request_flops(backbone, labels, inputs, args.n_tokens),
                        "peak": peak_for(backbone), "peak_float32": peak_for(backbone) if backbone.dtype == torch.float32
                        else peak_float32(backbone)}
-            scorer = Scorer(backbone, compile=health.get("compiled", False))  # the server's own forwards
-            scorer.warm_up()
-            parts, bare = run_rounds(args, server, scorer, labels, artifacts, inputs, server32, baseline)
+            bare_scorer = BareScorer.like(backbone, health)
+            parts, bare = run_rounds(args, server, bare_scorer, labels, artifacts, inputs, server32, baseline)
         finally:
             for other in (server32, baseline):
                 if other:

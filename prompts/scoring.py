@@ -21,6 +21,8 @@ candidate's score is the sum of its token log-probabilities (EOS included).
 
 from __future__ import annotations
 
+import copy
+import threading
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -78,7 +80,11 @@ class Encoded:
 
 
 class Scorer:
-    """Scores texts with per-row prompts and label sets on a frozen backbone."""
+    """Scores texts with per-row prompts and label sets on a frozen backbone.
+
+    Safe to call from several threads at once (the server scores concurrent batches): the
+    model is only read, and each thread tokenizes with its own copy of the tokenizer.
+    """
 
     def __init__(
         self, backbone: Backbone, *, max_source_length: int = 512, compile: bool | None = False,
@@ -92,6 +98,8 @@ class Scorer:
         self.packed = packed
         self.max_source_length = max_source_length
         self._pack_cache: dict[tuple, tuple] = {}  # label set -> packed decoder row
+        self._owner = threading.get_ident()
+        self._local = threading.local()
         self._encoder, self._decoder = backbone.model.get_encoder(), backbone.model.get_decoder()
         self._sublayers = packed_t5.EAGER
         # compile (spp.prompts.compiled; eager if it fails): the unpadded encoder's per-token
@@ -119,8 +127,19 @@ class Scorer:
         for texts in (["warm up", "warm up the compiled forwards"], ["warm up"]):
             self.score(texts, prompt, labels)
 
+    def _tokenizer(self):
+        """The backbone's tokenizer on the thread that built the scorer, a copy of its own on any
+        other: a Rust tokenizer shared by threads can fail a call that overlaps another one
+        changing its truncation or padding ("Already borrowed", transformers issue 47085)."""
+        if threading.get_ident() == self._owner:
+            return self.backbone.tokenizer
+        tok = getattr(self._local, "tokenizer", None)
+        if tok is None:
+            tok = self._local.tokenizer = copy.deepcopy(self.backbone.tokenizer)
+        return tok
+
     def tokenize(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        enc = self.backbone.tokenizer(
+        enc = self._tokenizer()(
             list(texts), padding=True, truncation=True, max_length=self.max_source_length, return_tensors="pt"
         )
         dev = self.backbone.device

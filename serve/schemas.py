@@ -76,6 +76,8 @@ class HealthResponse(Struct, omit_defaults=True):
     dtype_reason: str | None = None  # why: --dtype as given, or the hardware check behind "auto"
     compiled: bool | None = None  # whether the forwards run through torch.compile (--compile)
     packed: bool | None = None  # whether the forwards skip padding (spp.prompts.packed)
+    shards: int | None = None  # shards of a batch scored at once (--shards)
+    threads: int | None = None  # torch CPU threads per shard
 
 
 class ReadyResponse(Struct, omit_defaults=True):

@@ -17,8 +17,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Mapping
 
+import torch
+
 from spp.prompts.artifact import read_metadata
 from spp.prompts.backbone import Backbone, load_backbone
+from spp.prompts.parallel import ShardedScore, plan as scoring_plan
 from spp.prompts.scoring import Scorer
 from spp.prompts.tasks import FormattedTooLongError, TaskInputError, TaskSpec
 from spp.registry import NotFoundError, Registry, RegistryError, Version, parse_ref
@@ -70,6 +73,8 @@ class Service:
         self.scorer: Scorer | None = None
         self._io: ThreadPoolExecutor | None = None
         self._started = False
+        self.shards, self.threads = 1, torch.get_num_threads()
+        self._sharded: ShardedScore | None = None
         # sha256 -> (blob file stat when its hash was checked, fields, labels)
         self._headers: OrderedDict[str, tuple[tuple[int, ...], list[str], list[str]]] = OrderedDict()
 
@@ -101,15 +106,21 @@ class Service:
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spp-registry")
         loop = asyncio.get_running_loop()
         self.registry = await loop.run_in_executor(self._io, lambda: Registry(s.registry, must_exist=True))
-        # The cache tokenizes label words on the registry thread while the scoring thread
-        # tokenizes inputs: a Rust tokenizer must not be shared between threads, so copy it.
+        # The cache tokenizes label words on the registry thread while the scoring threads
+        # tokenize inputs: a Rust tokenizer must not be shared between threads, so copy it.
         label_backbone = dataclasses.replace(self.backbone, tokenizer=copy.deepcopy(self.backbone.tokenizer))
         self.cache = PromptCache(
             self.registry, label_backbone, capacity=s.cache_size, on_event=self.metrics.cache_event, executor=self._io
         )
         scorer = self.scorer = Scorer(self.backbone, max_source_length=s.max_source_length, compile=s.compile)
-        if scorer.compiled:  # compile before /ready, not on the first request
-            await asyncio.to_thread(scorer.warm_up)
+        # each batch in shards scored at once, on threads that split the CPU (spp.prompts.parallel)
+        self.shards, self.threads = scoring_plan(s.shards, self.backbone.device)
+        self._sharded = ShardedScore(scorer.score, self.shards, self.threads)
+        log.info("batches scored as %d shard%s at once, %d CPU thread%s each", self.shards,
+                 "s" if self.shards > 1 else "", self.threads, "s" if self.threads > 1 else "")
+        if scorer.compiled:  # compile before /ready, not on the first request; on a shard thread,
+            # because compiled CPU kernels keep the thread count of the thread that built them
+            await asyncio.to_thread(self._sharded.run, scorer.warm_up)
             log.info("backbone forwards %s", "compiled" if scorer.compiled else "run eagerly (compile failed)")
         # Unpadded (packed) forwards waste nothing on padding, so micro-batches only pay off for
         # padded ones on a CPU (measured in the server: whole packed batches 29.1/27.7 req/s vs
@@ -117,7 +128,7 @@ class Service:
         padded_cpu = self.backbone.device.type == "cpu" and not scorer.packed
         tune = s.micro_batches if s.micro_batches is not None else padded_cpu
         self.batcher = Batcher(
-            scorer.score,
+            self._sharded,
             max_batch_size=s.max_batch_size,
             max_wait_ms=s.max_wait_ms,
             max_queue=s.max_queue,
@@ -131,9 +142,12 @@ class Service:
             log.info("preloaded %s", entry.ref)
 
     async def stop(self) -> None:
-        """Stop the batcher (queued requests get 503) and close the registry thread."""
+        """Stop the batcher (queued requests get 503), the shard threads and the registry thread."""
         if self.batcher is not None:
             await self.batcher.close()
+        if self._sharded is not None:
+            await asyncio.to_thread(self._sharded.close)
+            self._sharded = None
         if self._io is not None:
             if self.registry is not None:
                 await self.registry_call(self.registry.close)  # the registry thread's SQLite connection
@@ -159,7 +173,8 @@ class Service:
         compiled = self.scorer.compiled if self.scorer is not None else None
         packed = self.scorer.packed if self.scorer is not None else None
         return HealthResponse(status="ok", dtype=str(self.backbone.dtype).removeprefix("torch."),
-                              dtype_reason=self.backbone.dtype_reason, compiled=compiled, packed=packed)
+                              dtype_reason=self.backbone.dtype_reason, compiled=compiled, packed=packed,
+                              shards=self.shards, threads=self.threads)
 
     async def readiness(self) -> ReadyResponse:
         """Ready when the model is loaded, the batcher runs and the registry answers."""

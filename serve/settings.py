@@ -35,6 +35,9 @@ class ServeSettings:
         /ready; eager if compiling fails; see spp.prompts.compiled). None: on where the forwards
         run unpadded (a T5 on a CPU: seconds to compile, 10-15% faster scoring), off for
         transformers' padded forwards, where True costs tens of seconds of startup.
+    shards: each batch is scored as this many shards at once, each on its own thread with an
+        equal share of torch's CPU threads (spp.prompts.parallel). None: 2 on a CPU with 2 or
+        more threads (it keeps the cores busier), 1 elsewhere (a GPU runs one stream).
     max_inputs: inputs per request above which the request gets 413.
     max_input_chars: characters of one formatted input above which the request gets 413.
     cache_size: prompts kept on the device (LRU by name and version).
@@ -67,6 +70,7 @@ class ServeSettings:
     max_queue: int = 1024
     micro_batches: bool | None = None
     compile: bool | None = None
+    shards: int | None = None
     max_inputs: int = 64
     max_input_chars: int = 4096
     max_source_length: int = 512
@@ -94,6 +98,8 @@ class ServeSettings:
             check_bool("micro_batches", self.micro_batches, ConfigError)
         if self.compile is not None:
             check_bool("compile", self.compile, ConfigError)
+        if self.shards is not None:
+            check_int("shards", self.shards, ConfigError, minimum=1, maximum=256)
         check_int("port", self.port, ConfigError, minimum=0, maximum=65535)
         check_number("max_wait_ms", self.max_wait_ms, ConfigError, minimum=0, maximum=60_000)
         if self.max_queue < self.max_batch_size:

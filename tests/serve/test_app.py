@@ -9,8 +9,11 @@ import pytest
 import torch
 from litestar.testing import TestClient
 
+from spp.prompts.parallel import plan
 from spp.registry import NotFoundError
 from spp.serve.app import create_app
+
+TEST_THREADS = torch.get_num_threads()  # what tests/conftest.py set: the count a server starts from
 
 
 def _post(client, task: str, body):
@@ -186,8 +189,10 @@ def test_tasks_lists_versions_aliases_metrics_fields_and_labels(client, world, t
 
 
 def test_health_ready_metrics_and_openapi(client, kit):
+    shards, threads = plan(None, torch.device("cpu"), TEST_THREADS)  # 2 and 1 on a 2-core machine
     assert client.get("/health").json() == {"status": "ok", "dtype": "float32", "dtype_reason": "--dtype float32",
-                                           "compiled": True, "packed": True}  # defaults: both, on a CPU
+                                           "compiled": True, "packed": True,  # defaults: both, on a CPU
+                                           "shards": shards, "threads": threads}
     assert client.app.state.spp.batcher.tuner is None  # unpadded forwards: one forward per batch
     ready = client.get("/ready")
     assert ready.status_code == 200 and ready.json()["status"] == "ready" and ready.json()["device"] == "cpu"
@@ -207,6 +212,22 @@ def test_health_ready_metrics_and_openapi(client, kit):
     assert {"/predict", "/tasks", "/health", "/ready", "/metrics"} <= set(schema["paths"])
     responses = schema["paths"]["/predict"]["post"]["responses"]
     assert {"200", "404", "409", "413", "422", "503"} <= set(responses)
+
+
+@pytest.mark.parametrize("shards", [1, 2, 3])
+def test_shards_split_the_cpu_threads(world, make_settings, kit, tiny_backbone, shards):
+    """Each batch is scored as ``shards`` shards at once, on shard threads that split torch's CPU
+    threads between them (and compile there: compiled kernels keep the builder's count)."""
+    before = torch.get_num_threads()
+    with TestClient(create_app(make_settings(shards=shards))) as c:
+        health = c.get("/health").json()
+        assert (health["shards"], health["threads"]) == (shards, max(1, before // shards))
+        assert c.app.state.spp._sharded.run(torch.get_num_threads) == health["threads"]
+        inputs = kit.INPUTS["topic"] * 3  # rows for every shard
+        r = _post(c, "topic", {"inputs": inputs})
+        assert r.status_code == 200
+        kit.assert_matches(r.json(), *kit.expected(tiny_backbone, world.artifacts["topic"], inputs))
+    assert torch.get_num_threads() == before
 
 
 def test_ready_is_503_when_the_registry_is_unreachable(client, world):

@@ -29,6 +29,8 @@ def test_defaults_and_preload_parsing():
     ("retry_after_s", 0),
     ("micro_batches", "yes"),
     ("compile", "yes"),
+    ("shards", 0),
+    ("shards", 1.5),
     ("log_level", "loud"),
     ("preload", [3]),
     ("host", ""),

@@ -1,0 +1,163 @@
+"""Sharded scoring: the same scores as one forward, from threads at once; failures surface whole."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import torch
+
+from spp.prompts.parallel import ShardedScore, merge, plan
+from spp.prompts.scoring import LabelSet, Scorer, Scores
+
+LABEL_SETS = [("yes", "no"), ("entailment", "neutral", "contradiction"), ("a", "bb", "ccc", "dddd")]
+TEXTS = ["hello world", "a much longer sentence that goes on and on", "x", "two words", "the third row",
+         "short", "a medium length line of text"]
+
+
+def _batch(backbone, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    e = backbone.d_model
+    prompts = [torch.randn(int(torch.randint(1, 7, (1,), generator=g)), e, generator=g) for _ in TEXTS]
+    sets = [LabelSet.build(backbone, LABEL_SETS[i % 3]) for i in range(len(TEXTS))]
+    return prompts, sets
+
+
+@pytest.mark.parametrize("shards", [1, 2, 3, 16])
+@pytest.mark.parametrize("packed", [True, False], ids=["packed", "padded"])
+def test_shards_score_like_one_forward(tiny_backbone, shards: int, packed: bool) -> None:
+    scorer = Scorer(tiny_backbone, packed=packed)
+    prompts, sets = _batch(tiny_backbone)
+    sharded = ShardedScore(scorer.score, shards)
+    try:
+        whole = scorer.score(TEXTS, prompts, sets)
+        got = sharded(TEXTS, prompts, sets)
+    finally:
+        sharded.close()
+    assert got.sizes == whole.sizes == [len(s.words) for s in sets]
+    assert got.loglik.shape == whole.loglik.shape
+    assert torch.equal(torch.isinf(got.loglik), torch.isinf(whole.loglik))  # -inf exactly where a row has no candidate
+    finite = torch.isfinite(whole.loglik)
+    assert torch.allclose(got.loglik[finite], whole.loglik[finite], atol=1e-4)
+    assert got.preds == whole.preds
+
+
+def test_one_prompt_and_label_set_for_all_rows(tiny_backbone) -> None:
+    scorer = Scorer(tiny_backbone)
+    prompt = torch.randn(3, tiny_backbone.d_model)
+    labels = LabelSet.build(tiny_backbone, LABEL_SETS[1])
+    sharded = ShardedScore(scorer.score, 2)
+    try:
+        got = sharded(TEXTS, prompt, labels)
+    finally:
+        sharded.close()
+    assert torch.allclose(got.loglik, scorer.score(TEXTS, prompt, labels).loglik, atol=1e-4)
+
+
+def test_each_thread_tokenizes_with_its_own_tokenizer(tiny_backbone) -> None:
+    """A Rust tokenizer shared by threads can fail a call that overlaps another one changing its
+    truncation or padding ("Already borrowed", transformers issue 47085): the scorer's own thread
+    uses the backbone's tokenizer, every other thread a copy of its own, kept for its next call."""
+    scorer = Scorer(tiny_backbone)
+    assert scorer._tokenizer() is tiny_backbone.tokenizer
+    seen = []
+    threads = [threading.Thread(target=lambda: seen.append((scorer._tokenizer(), scorer._tokenizer())))
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+        t.join()
+    (a1, a2), (b1, b2) = seen
+    assert a1 is a2 and b1 is b2  # one copy per thread, reused
+    assert len({id(a1), id(b1), id(tiny_backbone.tokenizer)}) == 3
+
+
+def test_scorer_is_safe_from_several_threads(tiny_backbone) -> None:
+    """Threads scoring at once (two scorers of one backbone, different source lengths, so their
+    tokenizer settings differ on every call) all get the one-thread answer."""
+    scorers = [Scorer(tiny_backbone, max_source_length=n) for n in (512, 64)]
+    prompts, sets = _batch(tiny_backbone, seed=1)
+    expected = scorers[0].score(TEXTS, prompts, sets).loglik
+    results, errors = [], []
+
+    def work(scorer: Scorer) -> None:
+        try:
+            for _ in range(20):
+                results.append(scorer.score(TEXTS, prompts, sets).loglik)
+        except Exception as exc:  # collected: an exception in a thread would otherwise vanish
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(scorers[i % 2],)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and len(results) == 80
+    finite = torch.isfinite(expected)
+    for r in results:  # the texts are far shorter than 64 tokens: both scorers agree
+        assert torch.allclose(r[finite], expected[finite], atol=1e-4)
+
+
+def test_a_failing_shard_raises_after_every_shard_is_done() -> None:
+    running, finished = threading.Event(), []
+
+    def score(texts, prompts, labels) -> Scores:
+        if "bad" in texts:
+            running.wait(5)
+            raise ValueError("bad row")
+        running.set()
+        time.sleep(0.2)
+        finished.append(texts)
+        return Scores(torch.zeros(len(texts), 2), [2] * len(texts))
+
+    sharded = ShardedScore(score, 2)
+    try:
+        with pytest.raises(ValueError, match="bad row"):
+            sharded(["bad", "good"], torch.zeros(1, 4), [None, None])
+        assert finished == [["good"]]  # the other shard had finished when the error surfaced
+    finally:
+        sharded.close()
+
+
+def test_merge_places_rows_and_pads_with_minus_inf() -> None:
+    a = Scores(torch.tensor([[1.0, 2.0]]), [2])
+    b = Scores(torch.tensor([[3.0, 4.0, 5.0], [6.0, 7.0, 8.0]]), [3, 3])
+    out = merge([a, b], [[1], [0, 2]], 3)
+    assert out.sizes == [3, 2, 3]
+    assert out.loglik[1].tolist() == [1.0, 2.0, float("-inf")]
+    assert out.loglik[0].tolist() == [3.0, 4.0, 5.0] and out.loglik[2].tolist() == [6.0, 7.0, 8.0]
+
+
+@pytest.mark.parametrize(
+    ("shards", "device", "threads", "expected"),
+    [(None, "cpu", 2, (2, 1)), (None, "cpu", 8, (2, 4)), (None, "cpu", 1, (1, 1)), (3, "cpu", 8, (3, 2)),
+     (4, "cpu", 2, (4, 1)), (None, "cuda", 16, (1, 16)), (2, "cuda", 16, (2, 16))],
+)
+def test_plan(shards, device, threads, expected) -> None:
+    assert plan(shards, torch.device(device), threads) == expected
+
+
+@pytest.mark.parametrize(("shards", "threads"), [(0, None), (2, 0)])
+def test_shards_and_threads_must_be_positive(shards, threads) -> None:
+    with pytest.raises(ValueError, match="shards and threads"):
+        ShardedScore(lambda *a: None, shards, threads)
+
+
+def test_shard_threads_run_torch_on_their_share_of_the_threads() -> None:
+    """Compiled CPU kernels keep the count of the thread that built them, so the shard threads
+    (where warm-up compiles) must have theirs; the calling thread keeps its own."""
+    before = torch.get_num_threads()
+    seen = []
+
+    def score(texts, prompts, labels) -> Scores:
+        seen.append(torch.get_num_threads())
+        time.sleep(0.05)  # both shards in flight at once: two threads
+        return Scores(torch.zeros(len(texts), 1), [1] * len(texts))
+
+    sharded = ShardedScore(score, 2, threads=1)
+    try:
+        assert sharded.run(torch.get_num_threads) == 1
+        sharded(["a", "b", "c"], torch.zeros(1, 4), [None] * 3)
+    finally:
+        sharded.close()
+    assert seen == [1, 1] and torch.get_num_threads() == before
