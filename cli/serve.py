@@ -9,7 +9,7 @@ import typer
 
 from spp.cli import common
 from spp.cli.options import (
-    DEFAULT_BACKBONE, Backbone, Device, Dtype, MaxSourceLength, RegistryOpt, Revision, Tokenizer,
+    DEFAULT_BACKBONE, Backbone, Device, Dtype, MaxSourceLength, RegistryOpt, Revision, Shards, Tokenizer,
 )
 
 _LIMITS = "Limits"
@@ -43,11 +43,7 @@ def serve_cmd(
                      "they run unpadded (a T5 on a CPU: seconds to compile, 10-15% faster scoring), off for "
                      "transformers' padded forwards (a GPU, other models), which take 30-50 s to compile."),
     ] = None,
-    shards: Annotated[
-        Optional[int],
-        typer.Option(help="Score each batch as this many shards at once, each on its own thread with an equal "
-                     "share of the CPU threads (default: 2 on a CPU, 1 on a GPU): keeps a CPU's cores busy."),
-    ] = None,
+    shards: Shards = None,
     max_inputs: Annotated[
         int, typer.Option(help="Inputs per request above which it gets 413.", rich_help_panel=_LIMITS)
     ] = 64,

@@ -10,7 +10,9 @@ from typing import Annotated, Any, Optional
 import typer
 
 from spp.cli import common
-from spp.cli.options import Compile, Device, Dtype, JsonFlag, PromptBackbone, RegistryOpt, Revision, Split, Tokenizer
+from spp.cli.options import (
+    Compile, Device, Dtype, JsonFlag, PromptBackbone, RegistryOpt, Revision, Shards, Split, Tokenizer,
+)
 
 Refs = Annotated[
     Optional[str],
@@ -68,6 +70,7 @@ def transfer_cmd(
     top_k: Annotated[int, typer.Option(help="Best sources listed per target.")] = 3,
     batch_size: Annotated[int, typer.Option(help="(example, prompt) rows per forward pass.")] = 64,
     compile: Compile = False,
+    shards: Shards = None,
     seed: Annotated[int, typer.Option(help="Seed of --max-examples sampling and of the probe.")] = 0,
     backbone: PromptBackbone = None,
     revision: Revision = None,
@@ -83,7 +86,7 @@ def transfer_cmd(
     from spp.prompts.transfer import SIMILARITIES, TransferConfig, TransferError, check_sources
 
     common.quiet_libraries()
-    config = TransferConfig(batch_size=batch_size, top_k=top_k, compile=compile)
+    config = TransferConfig(batch_size=batch_size, top_k=top_k, compile=compile, shards=shards)
     if recommend:  # the probe's options are checked before any prompt or weight is loaded
         check_int("--probe-steps", probe_steps, TransferError)
         check_choice("--by", by, SIMILARITIES, TransferError)

@@ -32,6 +32,7 @@ from spp.prompts.tasks.data import SplitNotFoundError, TaskData, load_split
 from spp.prompts.errors import SppError
 from spp.prompts.tasks.metrics import compute_metrics
 from spp.prompts.tasks.spec import main_score
+from spp.prompts.parallel import ScoreFn, ShardedScore, plan as scoring_plan
 from spp.prompts.scoring import LabelSet, Scorer, iter_batches
 from spp.prompts.transfer.similarity import SIMILARITIES, similarity_matrices
 from spp.prompts.tasks.spec import TaskSpec
@@ -65,17 +66,22 @@ class TransferSource:
 @dataclass(frozen=True)
 class TransferConfig:
     """batch_size: (example, prompt) rows per forward pass; top_k: sources listed per target;
-    compile: score through torch.compile (spp.prompts.compiled), worth it on big matrices."""
+    compile: score through torch.compile (spp.prompts.compiled), worth it on big matrices;
+    shards: each batch scored as this many shards at once on threads that split the CPU
+    (spp.prompts.parallel; None: 2 on a CPU, 1 on a GPU)."""
 
     batch_size: int = 64
     top_k: int = 3
     max_source_length: int = 512
     compile: bool = False
+    shards: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "top_k", "max_source_length"):
             check_int(name, getattr(self, name), TransferError)
         check_bool("compile", self.compile, TransferError)
+        if self.shards is not None:
+            check_int("shards", self.shards, TransferError, maximum=256)
 
 
 @dataclass
@@ -192,8 +198,11 @@ def score_prompts(
     *,
     batch_size: int = 64,
     progress: Progress | None = None,
+    score: ScoreFn | None = None,
 ) -> list[list[int]]:
-    """Predicted class ids (S, N) of every prompt on every example, in mixed-prompt batches."""
+    """Predicted class ids (S, N) of every prompt on every example, in mixed-prompt batches
+    scored by ``score`` (default ``scorer.score``; e.g. a ShardedScore of it)."""
+    score = score or scorer.score
     labels = LabelSet.build(scorer.backbone, data.task.label_words)
     device = scorer.backbone.device
     prompts = [p.to(device) for p in prompts]  # each (n_s, e), moved once
@@ -203,7 +212,7 @@ def score_prompts(
     preds = [[0] * len(texts) for _ in prompts]
     for a, b in iter_batches(len(pairs), batch_size):
         chunk = pairs[a:b]
-        scores = scorer.score([texts[i] for i, _ in chunk], [prompts[s] for _, s in chunk], labels)
+        scores = score([texts[i] for i, _ in chunk], [prompts[s] for _, s in chunk], labels)
         for (i, s), p in zip(chunk, scores.preds):
             preds[s][i] = p
         if progress:
@@ -224,14 +233,19 @@ def compute_transfer(
     check_sources(sources, backbone)
     _check_targets(targets)
     scorer = Scorer(backbone, max_source_length=config.max_source_length, compile=config.compile)
+    sharded = ShardedScore(scorer.score, *scoring_plan(config.shards, backbone.device))  # compiles on its threads
     prompts = [s.prompt for s in sources]
     t0 = time.perf_counter()
     metrics: list[list[dict[str, float]]] = [[{} for _ in targets] for _ in sources]
-    for j, data in enumerate(targets):
-        log.info("target %s: %d examples x %d prompts", data.task.name, len(data), len(sources))
-        preds = score_prompts(scorer, prompts, data, batch_size=config.batch_size, progress=progress)
-        for i, p in enumerate(preds):
-            metrics[i][j] = compute_metrics(data.task, p, data)
+    try:
+        for j, data in enumerate(targets):
+            log.info("target %s: %d examples x %d prompts", data.task.name, len(data), len(sources))
+            preds = score_prompts(scorer, prompts, data, batch_size=config.batch_size, progress=progress,
+                                  score=sharded)
+            for i, p in enumerate(preds):
+                metrics[i][j] = compute_metrics(data.task, p, data)
+    finally:
+        sharded.close()
     seconds = time.perf_counter() - t0
     raw = [[main_score(m) for m in row] for row in metrics]
     own, notes = _own_sources(sources, targets, raw)

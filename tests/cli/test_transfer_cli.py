@@ -88,6 +88,11 @@ def test_unknown_reference_is_a_one_line_error(spp, published, tmp_path):
     assert "Traceback" not in result.output
 
 
+def test_bad_shards_is_a_one_line_error_before_anything_loads(spp, tmp_path):
+    result = spp("transfer", "--prompts", "a,b", "--shards", "0", "--out", str(tmp_path / "o"), code=2)
+    assert "shards must be an integer in 1..256, got 0" in result.output and "Traceback" not in result.output
+
+
 def test_a_single_prompt_is_refused(spp, published, tmp_path):
     result = spp("transfer", "--prompts", "topic@1", "--out", str(tmp_path / "o"), code=2)
     assert "at least 2 source prompts, got 1 (topic@1)" in result.output

@@ -138,6 +138,13 @@ def test_compile_goes_through_torch_compile_and_changes_no_metric(tiny_backbone,
     assert again.metrics == result.metrics
 
 
+@pytest.mark.parametrize("shards", [1, 3])
+def test_shards_change_no_metric(tiny_backbone, sources, targets, result, shards):
+    """The default splits each batch into 2 shards on a 2-core CPU; any count scores the same."""
+    again = compute_transfer(tiny_backbone, sources, targets, TransferConfig(batch_size=5, top_k=2, shards=shards))
+    assert again.metrics == result.metrics
+
+
 def test_progress_reports_every_row(tiny_backbone, sources, targets):
     seen = []
     compute_transfer(tiny_backbone, sources[:2], targets[:1], TransferConfig(batch_size=7), progress=seen.append)
@@ -260,7 +267,7 @@ def test_resolve_task_uses_the_spec_recorded_in_an_artifact(sources):
 
 
 @pytest.mark.parametrize("field,value", [("batch_size", 0), ("top_k", -1), ("max_source_length", 1.5),
-                                         ("compile", "yes")])
+                                         ("compile", "yes"), ("shards", 0), ("shards", "2")])
 def test_config_names_the_bad_field(field, value):
     with pytest.raises(TransferError, match=field):
         TransferConfig(**{field: value})
