@@ -214,7 +214,7 @@ def test_health_ready_metrics_and_openapi(client, kit):
     assert {"200", "404", "409", "413", "422", "503"} <= set(responses)
 
 
-@pytest.mark.parametrize("shards", [1, 2, 3])
+@pytest.mark.parametrize("shards", [1, 3])  # 2, the default on a 2-core CPU: the other tests' server
 def test_shards_split_the_cpu_threads(world, make_settings, kit, tiny_backbone, shards):
     """Each batch is scored as ``shards`` shards at once, on shard threads that split torch's CPU
     threads between them (and compile there: compiled kernels keep the builder's count)."""
