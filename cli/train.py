@@ -16,7 +16,7 @@ from spp.cli import common
 from spp.cli.method_flags import PANEL, parse_value, takes_method_flags
 from spp.cli.options import (
     DEFAULT_BACKBONE, Backbone, DataDir, Device, Dtype, JsonFlag, MaxEvalSamples, MaxSourceLength, Method, Mode,
-    PromptBackbone, RegistryOpt, Revision, Split, Tokenizer,
+    PromptBackbone, RegistryOpt, Revision, Shards, Split, Tokenizer,
 )
 
 Options = Annotated[
@@ -192,6 +192,7 @@ def eval_cmd(
     mode: Mode = "rank",
     batch_size: Annotated[int, typer.Option(help="Evaluation batch size.")] = 32,
     max_eval_samples: MaxEvalSamples = None,
+    shards: Shards = None,
     device: Device = "auto",
     dtype: Dtype = "auto",
     registry: RegistryOpt = None,
@@ -203,7 +204,7 @@ def eval_cmd(
     from spp.cli.progress import count_progress
     from spp.cli.sources import load_prompt_source
     from spp.prompts.backbone import load_backbone
-    from spp.prompts.config import check_choice
+    from spp.prompts.config import check_choice, check_int
     from spp.prompts.errors import ConfigError
     from spp.prompts.evaluate import Mode as Modes
     from spp.prompts.tasks import get_task, main_score
@@ -211,12 +212,14 @@ def eval_cmd(
 
     common.quiet_libraries()
     check_choice("--mode", mode, get_args(Modes), ConfigError)  # before any weights are loaded
+    if shards is not None:
+        check_int("shards", shards, ConfigError, maximum=256)
     art, label = load_prompt_source(artifact, registry)
     spec = get_task(task) if task else task_of(art.meta)
     bb = load_backbone(backbone or art.meta.backbone, tokenizer=tokenizer, device=device, dtype=dtype, revision=revision)
     with count_progress(f"eval {spec.name}/{split}", enabled=not json_out) as advance:
         metrics, n = evaluate_artifact(bb, art, spec, split=split, data_dir=data_dir, max_samples=max_eval_samples,
-                                       mode=mode, batch_size=batch_size, progress=advance)
+                                       mode=mode, batch_size=batch_size, progress=advance, shards=shards)
     result = {"prompt": label, "task": spec.name, "split": split, "examples": n, "mode": mode,
               "metrics": metrics, "score": main_score(metrics)}
     if json_out:

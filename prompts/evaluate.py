@@ -9,7 +9,7 @@ import torch
 
 from spp.prompts.tasks.data import TaskData
 from spp.prompts.tasks.metrics import compute_metrics
-from spp.prompts.scoring import LabelSet, Scorer, iter_batches, score_texts
+from spp.prompts.scoring import LabelSet, Scorer, Scores, iter_batches, score_texts
 from spp.prompts.tasks.spec import TaskError
 
 Mode = Literal["rank", "generate"]
@@ -23,8 +23,10 @@ def evaluate_prompt(
     mode: Mode = "rank",
     batch_size: int = 32,
     progress: Callable[[int], None] | None = None,
+    score: Callable[..., Scores] | None = None,
 ) -> dict[str, float]:
-    """Metrics of ``prompt`` (n, e) on ``data``; generate mode adds ``invalid_rate``.
+    """Metrics of ``prompt`` (n, e) on ``data``; generate mode adds ``invalid_rate``. Rank mode
+    scores each batch through ``score`` (default ``scorer.score``; e.g. a ShardedScore of it).
 
     In generate mode an output that is not one of the label words counts as wrong (the
     paper scores runs with invalid labels as 0); rank mode cannot produce one. The backbone
@@ -32,7 +34,7 @@ def evaluate_prompt(
     metrics, and the best-step choice made from them, carry no dropout noise.
     """
     with eval_mode(scorer.backbone.model):
-        return _evaluate(scorer, prompt, data, mode, batch_size, progress)
+        return _evaluate(scorer, prompt, data, mode, batch_size, progress, score)
 
 
 @contextmanager
@@ -47,14 +49,15 @@ def eval_mode(module: torch.nn.Module) -> Iterator[None]:
 
 
 def _evaluate(scorer: Scorer, prompt: torch.Tensor, data: TaskData, mode: Mode, batch_size: int,
-              progress: Callable[[int], None] | None) -> dict[str, float]:
+              progress: Callable[[int], None] | None, score: Callable[..., Scores] | None) -> dict[str, float]:
     if not data.has_labels:
         raise TaskError(f"task {data.task.name}: split {data.split} has no labels to evaluate against")
     if len(data) == 0:
         raise TaskError(f"task {data.task.name}: split {data.split} is empty")
     labels = LabelSet.build(scorer.backbone, data.task.label_words)
     if mode == "rank":
-        preds, _ = score_texts(scorer, data.texts, prompt, labels, batch_size=batch_size, progress=progress)
+        preds, _ = score_texts(scorer, data.texts, prompt, labels, batch_size=batch_size, progress=progress,
+                               score=score)
         return compute_metrics(data.task, preds, data)
     if mode != "generate":
         raise ValueError(f"mode must be 'rank' or 'generate', got {mode!r}")

@@ -323,17 +323,20 @@ def score_texts(
     *,
     batch_size: int = 32,
     progress: ProgressFn | None = None,
+    score: Callable[..., Scores] | None = None,
 ) -> tuple[list[int], list[list[float]]]:
     """Predicted label ids and per-label probabilities for many texts with one prompt.
 
-    Texts are sorted by length so batches pad little; results come back in input order.
+    Texts are sorted by length so batches pad little; results come back in input order. Each
+    batch goes through ``score`` (default ``scorer.score``; e.g. a spp.prompts.parallel.ShardedScore).
     """
+    score = score or scorer.score
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     preds: list[int] = [0] * len(texts)
     probs: list[list[float]] = [[]] * len(texts)
     for a, b in iter_batches(len(order), batch_size):
         idx = order[a:b]
-        scores = scorer.score([texts[i] for i in idx], prompt, labels)
+        scores = score([texts[i] for i in idx], prompt, labels)
         for i, p, pr in zip(idx, scores.preds, scores.probs()):
             preds[i], probs[i] = p, pr
         if progress:

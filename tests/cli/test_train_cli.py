@@ -53,6 +53,8 @@ def test_train_then_eval_round_trip(tiny_backbone_dir, demo_data, tmp_path) -> N
     report = json.loads(ev.stdout)
     assert report["examples"] == 100 and report["task"] == "topic"
     assert report["metrics"]["accuracy"] == pytest.approx(art.meta.metrics["test"]["accuracy"])
+    one_shard = run("eval", out, "--split", "test", "--json", "--shards", 1)  # the default here is 2 on 2 cores
+    assert one_shard.exit_code == 0 and json.loads(one_shard.stdout)["metrics"] == report["metrics"]
 
 
 def test_methods_json_counts(tmp_path) -> None:
@@ -77,6 +79,7 @@ def test_tasks_lists_the_catalogue() -> None:
         (["train", "rte", "--method", "nosuch"], "unknown method 'nosuch'"),
         (["train", "rte", "--method", "simple", "--m", "8"], "--m does not apply to method simple"),
         (["train", "rte", "--batch-size", "0"], "batch_size must be a positive integer"),
+        (["eval", "missing.safetensors", "--shards", "0"], "shards must be an integer in 1..256"),
     ],
 )
 def test_bad_arguments_are_one_line_errors(args, pattern, tiny_backbone_dir) -> None:
