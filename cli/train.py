@@ -204,7 +204,7 @@ def eval_cmd(
     from spp.cli.progress import count_progress
     from spp.cli.sources import load_prompt_source
     from spp.prompts.backbone import load_backbone
-    from spp.prompts.config import check_choice, check_int
+    from spp.prompts.config import check_choice, check_shards
     from spp.prompts.errors import ConfigError
     from spp.prompts.evaluate import Mode as Modes
     from spp.prompts.tasks import get_task, main_score
@@ -212,8 +212,7 @@ def eval_cmd(
 
     common.quiet_libraries()
     check_choice("--mode", mode, get_args(Modes), ConfigError)  # before any weights are loaded
-    if shards is not None:
-        check_int("shards", shards, ConfigError, maximum=256)
+    check_shards(shards, ConfigError)
     art, label = load_prompt_source(artifact, registry)
     spec = get_task(task) if task else task_of(art.meta)
     bb = load_backbone(backbone or art.meta.backbone, tokenizer=tokenizer, device=device, dtype=dtype, revision=revision)

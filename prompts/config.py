@@ -128,3 +128,11 @@ def _describe(noun: str, minimum: float | None, maximum: float | None) -> str:
     if maximum is not None:
         return f"{noun} <= {maximum:g}"
     return noun
+
+
+MAX_SHARDS = 256
+
+
+def check_shards(shards: Any, error: type[SppError]) -> int | None:
+    """A ``shards`` setting (spp.prompts.parallel; None: automatic), or ``error`` naming it."""
+    return None if shards is None else check_int("shards", shards, error, maximum=MAX_SHARDS)

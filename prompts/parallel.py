@@ -22,7 +22,7 @@ from typing import Callable, Sequence, TypeVar
 
 import torch
 
-from spp.prompts.scoring import LabelSet, Scores
+from spp.prompts.scoring import LabelSet, Scorer, Scores
 
 ScoreFn = Callable[..., Scores]  # (texts, prompts, label_sets) -> Scores, like Scorer.score
 T = TypeVar("T")
@@ -52,6 +52,18 @@ class ShardedScore:
         self._pool = ThreadPoolExecutor(shards, thread_name_prefix="spp-shard")
         if threads:
             self._set_threads(threads)
+
+    @classmethod
+    def planned(cls, scorer: Scorer, shards: int | None = None) -> "ShardedScore":
+        """``scorer.score`` in ``shards`` shards (None: automatic) on their share of torch's
+        threads, per :func:`plan` for the scorer's device."""
+        return cls(scorer.score, *plan(shards, scorer.backbone.device))
+
+    def __enter__(self) -> "ShardedScore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _set_threads(self, threads: int) -> None:
         """Give every shard thread ``threads`` torch threads. torch keeps the count per thread but

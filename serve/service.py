@@ -17,11 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Mapping
 
-import torch
-
 from spp.prompts.artifact import read_metadata
 from spp.prompts.backbone import Backbone, load_backbone
-from spp.prompts.parallel import ShardedScore, plan as scoring_plan
+from spp.prompts.parallel import ShardedScore
 from spp.prompts.scoring import Scorer
 from spp.prompts.tasks import FormattedTooLongError, TaskInputError, TaskSpec
 from spp.registry import NotFoundError, Registry, RegistryError, Version, parse_ref
@@ -73,7 +71,6 @@ class Service:
         self.scorer: Scorer | None = None
         self._io: ThreadPoolExecutor | None = None
         self._started = False
-        self.shards, self.threads = 1, torch.get_num_threads()
         self._sharded: ShardedScore | None = None
         # sha256 -> (blob file stat when its hash was checked, fields, labels)
         self._headers: OrderedDict[str, tuple[tuple[int, ...], list[str], list[str]]] = OrderedDict()
@@ -114,10 +111,9 @@ class Service:
         )
         scorer = self.scorer = Scorer(self.backbone, max_source_length=s.max_source_length, compile=s.compile)
         # each batch in shards scored at once, on threads that split the CPU (spp.prompts.parallel)
-        self.shards, self.threads = scoring_plan(s.shards, self.backbone.device)
-        self._sharded = ShardedScore(scorer.score, self.shards, self.threads)
-        log.info("batches scored as %d shard%s at once, %d CPU thread%s each", self.shards,
-                 "s" if self.shards > 1 else "", self.threads, "s" if self.threads > 1 else "")
+        sharded = self._sharded = ShardedScore.planned(scorer, s.shards)
+        log.info("batches scored as %d shard%s at once, %d CPU thread%s each", sharded.shards,
+                 "s" if sharded.shards > 1 else "", sharded.threads, "s" if sharded.threads != 1 else "")
         if scorer.compiled:  # compile before /ready, not on the first request; on a shard thread,
             # because compiled CPU kernels keep the thread count of the thread that built them
             await asyncio.to_thread(self._sharded.run, scorer.warm_up)
@@ -172,9 +168,10 @@ class Service:
             return HealthResponse(status="ok")
         compiled = self.scorer.compiled if self.scorer is not None else None
         packed = self.scorer.packed if self.scorer is not None else None
+        sharded = self._sharded
         return HealthResponse(status="ok", dtype=str(self.backbone.dtype).removeprefix("torch."),
                               dtype_reason=self.backbone.dtype_reason, compiled=compiled, packed=packed,
-                              shards=self.shards, threads=self.threads)
+                              shards=sharded.shards if sharded else None, threads=sharded.threads if sharded else None)
 
     async def readiness(self) -> ReadyResponse:
         """Ready when the model is loaded, the batcher runs and the registry answers."""

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from spp.prompts.config import check_bool, check_choice, check_int, check_number
+from spp.prompts.config import check_bool, check_choice, check_int, check_number, check_shards
 from spp.prompts.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -98,8 +98,7 @@ class ServeSettings:
             check_bool("micro_batches", self.micro_batches, ConfigError)
         if self.compile is not None:
             check_bool("compile", self.compile, ConfigError)
-        if self.shards is not None:
-            check_int("shards", self.shards, ConfigError, minimum=1, maximum=256)
+        check_shards(self.shards, ConfigError)
         check_int("port", self.port, ConfigError, minimum=0, maximum=65535)
         check_number("max_wait_ms", self.max_wait_ms, ConfigError, minimum=0, maximum=60_000)
         if self.max_queue < self.max_batch_size:

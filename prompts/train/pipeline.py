@@ -17,9 +17,9 @@ from spp.prompts.backbone import Backbone, BackboneError, RANDOM_PREFIX, random_
 from spp.prompts.methods.base import ConfigError, InitContext
 from spp.prompts.methods.registry import build_method, get_method, method_names
 from spp.prompts.tasks.data import load_split, load_splits
-from spp.prompts.config import check_int
 from spp.prompts.evaluate import evaluate_prompt
-from spp.prompts.parallel import ShardedScore, plan as scoring_plan
+from spp.prompts.config import check_shards
+from spp.prompts.parallel import ShardedScore
 from spp.prompts.scoring import Scorer
 from spp.prompts.tasks.spec import TaskSpec
 from spp.prompts.train.checkpoint import CheckpointConfig
@@ -95,17 +95,13 @@ def evaluate_artifact(
     """Metrics of an artifact's prompt on a split of ``task``; also returns the example count.
     Rank mode scores each batch as ``shards`` shards at once (spp.prompts.parallel; None: 2 on a
     CPU, 1 on a GPU)."""
-    if shards is not None:
-        check_int("shards", shards, ConfigError, maximum=256)
+    check_shards(shards, ConfigError)
     backbone.check_prompt(artifact.meta.fingerprint, artifact.meta.d_model, what=f"prompt ({artifact.meta.task})")
     data = load_split(task, split, data_dir=data_dir, max_samples=max_samples)
     scorer = Scorer(backbone)
-    sharded = ShardedScore(scorer.score, *scoring_plan(shards, backbone.device))
-    try:
+    with ShardedScore.planned(scorer, shards) as sharded:
         metrics = evaluate_prompt(scorer, artifact.prompt, data, mode=mode, batch_size=batch_size,
                                   progress=progress, score=sharded)
-    finally:
-        sharded.close()
     return metrics, len(data)
 
 

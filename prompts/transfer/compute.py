@@ -26,13 +26,13 @@ import torch
 
 from spp.prompts.artifact import Artifact
 from spp.prompts.backbone import Backbone
-from spp.prompts.config import check_bool, check_int
+from spp.prompts.config import check_bool, check_int, check_shards
 from spp.prompts.tasks.catalog import get_task, task_names
 from spp.prompts.tasks.data import SplitNotFoundError, TaskData, load_split
 from spp.prompts.errors import SppError
 from spp.prompts.tasks.metrics import compute_metrics
 from spp.prompts.tasks.spec import main_score
-from spp.prompts.parallel import ScoreFn, ShardedScore, plan as scoring_plan
+from spp.prompts.parallel import ScoreFn, ShardedScore
 from spp.prompts.scoring import LabelSet, Scorer, iter_batches
 from spp.prompts.transfer.similarity import SIMILARITIES, similarity_matrices
 from spp.prompts.tasks.spec import TaskSpec
@@ -80,8 +80,7 @@ class TransferConfig:
         for name in ("batch_size", "top_k", "max_source_length"):
             check_int(name, getattr(self, name), TransferError)
         check_bool("compile", self.compile, TransferError)
-        if self.shards is not None:
-            check_int("shards", self.shards, TransferError, maximum=256)
+        check_shards(self.shards, TransferError)
 
 
 @dataclass
@@ -233,19 +232,16 @@ def compute_transfer(
     check_sources(sources, backbone)
     _check_targets(targets)
     scorer = Scorer(backbone, max_source_length=config.max_source_length, compile=config.compile)
-    sharded = ShardedScore(scorer.score, *scoring_plan(config.shards, backbone.device))  # compiles on its threads
     prompts = [s.prompt for s in sources]
     t0 = time.perf_counter()
     metrics: list[list[dict[str, float]]] = [[{} for _ in targets] for _ in sources]
-    try:
+    with ShardedScore.planned(scorer, config.shards) as sharded:  # compiles on its threads
         for j, data in enumerate(targets):
             log.info("target %s: %d examples x %d prompts", data.task.name, len(data), len(sources))
             preds = score_prompts(scorer, prompts, data, batch_size=config.batch_size, progress=progress,
                                   score=sharded)
             for i, p in enumerate(preds):
                 metrics[i][j] = compute_metrics(data.task, p, data)
-    finally:
-        sharded.close()
     seconds = time.perf_counter() - t0
     raw = [[main_score(m) for m in row] for row in metrics]
     own, notes = _own_sources(sources, targets, raw)
