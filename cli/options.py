@@ -57,7 +57,7 @@ Revision = Annotated[
 ]
 Device = Annotated[str, typer.Option(help="auto (CUDA if present), cpu, cuda or cuda:N.")]
 Dtype = Annotated[str, typer.Option(help="auto (bfloat16 on CUDA, and on a CPU with native bf16 matmul where it "
-                                          "measures faster; else float32), float32 or bfloat16.")]
+                                          "measures faster, or as $SPP_CPU_DTYPE pins it; else float32), float32 or bfloat16.")]
 
 # --- data and evaluation ------------------------------------------------------------------------
 DataDir = Annotated[

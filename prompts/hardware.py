@@ -8,6 +8,10 @@ converting to float32, which is slower than float32 itself, and for a tiny model
 too small for the bf16 kernels to pay off: the measurement catches both. The choice and its
 reason are logged and kept (the server shows them in /health).
 
+``$SPP_CPU_DTYPE`` (``float32`` or ``bfloat16``) pins what ``auto`` picks on a CPU, without
+measuring: for replicas or sweep trials on mixed hosts that must all compute alike, and for
+test suites (a tiny model's GEMMs are too small for the measurement to be stable).
+
 Training uses the same choice through :func:`autocast`: the frozen backbone's matmuls run in
 bf16 while the prompt parameters, their gradients and the optimizer state stay float32.
 """
@@ -17,17 +21,21 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from spp.prompts.errors import ConfigError
 from spp.prompts.flops import gemm_rate
 
 log = logging.getLogger(__name__)
 
 MIN_SPEEDUP = 1.3  # bf16 must beat float32 by this factor on the model's GEMM to be chosen
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+CPU_DTYPE_ENV = "SPP_CPU_DTYPE"  # float32 | bfloat16: auto's choice on a CPU, not measured
+PINNABLE = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 @dataclass(frozen=True)
@@ -107,7 +115,13 @@ def choose_dtype(device: torch.device, d_model: int = 512, d_ff: int = 1024) -> 
         return DtypeChoice(torch.bfloat16, f"cuda device {torch.cuda.get_device_name(device)}")
     if device.type != "cpu":
         return DtypeChoice(torch.float32, f"{device.type} device: float32")
-    choice = choose_cpu_dtype(d_model, d_ff)
+    pinned = os.environ.get(CPU_DTYPE_ENV, "").strip()
+    if pinned:
+        if pinned not in PINNABLE:
+            raise ConfigError(f"${CPU_DTYPE_ENV} must be one of {', '.join(PINNABLE)}; got {pinned!r}")
+        choice = DtypeChoice(PINNABLE[pinned], f"${CPU_DTYPE_ENV}={pinned}")
+    else:
+        choice = choose_cpu_dtype(d_model, d_ff)
     log.info("dtype auto -> %s: %s", choice.name, choice.reason)
     return choice
 

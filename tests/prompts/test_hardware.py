@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from spp.prompts.backbone import load_backbone, resolve_dtype
-from spp.prompts.hardware import MIN_SPEEDUP, choose_cpu_dtype, cpu_bf16_flags
+from spp.prompts.errors import ConfigError
+from spp.prompts.hardware import CPU_DTYPE_ENV, MIN_SPEEDUP, choose_cpu_dtype, choose_dtype, cpu_bf16_flags
 from spp.prompts.scoring import LabelSet, Scorer, score_texts
 from spp.prompts.tasks.catalog import get_task
 from spp.prompts.tasks.data import load_split
@@ -48,10 +49,25 @@ def test_explicit_dtypes_and_a_bad_one() -> None:
         resolve_dtype("float8", cpu)
 
 
-def test_auto_is_logged_on_the_backbone(tiny_backbone_dir) -> None:
+def test_auto_is_logged_on_the_backbone(tiny_backbone_dir, monkeypatch) -> None:
+    monkeypatch.delenv(CPU_DTYPE_ENV, raising=False)
     bb = load_backbone(str(tiny_backbone_dir), device="cpu", dtype="auto")
     assert bb.dtype in (torch.float32, torch.bfloat16)
     assert bb.dtype_reason and ("bf16" in bb.dtype_reason)
+
+
+@pytest.mark.parametrize("pinned, dtype", [("bfloat16", torch.bfloat16), ("float32", torch.float32)])
+def test_the_environment_pins_auto_on_a_cpu(tiny_backbone_dir, monkeypatch, pinned, dtype) -> None:
+    monkeypatch.setenv(CPU_DTYPE_ENV, pinned)
+    bb = load_backbone(str(tiny_backbone_dir), device="cpu", dtype="auto")
+    assert bb.dtype == dtype and bb.dtype_reason == f"${CPU_DTYPE_ENV}={pinned}"
+    assert resolve_dtype("float32", torch.device("cpu")).dtype == torch.float32  # an explicit dtype wins
+
+
+def test_a_bad_pinned_dtype_is_a_config_error(monkeypatch) -> None:
+    monkeypatch.setenv(CPU_DTYPE_ENV, "fp8")
+    with pytest.raises(ConfigError, match=r"\$SPP_CPU_DTYPE must be one of float32, bfloat16; got 'fp8'"):
+        choose_dtype(torch.device("cpu"))
 
 
 @pytest.fixture(scope="module")
