@@ -12,10 +12,12 @@ Sources: S random prompts of n=10 tokens (scale of the embedding rows), one trai
 target so that every column has an own prompt. Prompt values do not change the cost.
 
 * naive (single-prompt bare scoring): ``evaluate_prompt`` once per (source, target), what S x T
-  separate ``spp eval`` runs do after loading (one prompt per batch, ``--naive-batch-size`` rows);
+  separate ``spp eval`` runs do after loading (one prompt per batch, ``--naive-batch-size`` rows),
+  each batch scored in shards at once as ``spp eval`` does;
 * mixed: :func:`spp.prompts.transfer.compute_transfer`, every source over a target's examples
-  in mixed-prompt batches of ``--batch-size`` (example, prompt) rows, each scored in
-  ``--shards`` shards at once (its default: 2 on a CPU, one thread each; spp.prompts.parallel);
+  in mixed-prompt batches of ``--batch-size`` (example, prompt) rows, each scored in shards at
+  once too. Both use ``--shards`` (default: theirs, 2 on a CPU, one thread each;
+  spp.prompts.parallel), so the ratio compares batching alone;
 * peft: a Prompt-Transferability-style loop: PEFT prompt tuning with one adapter per source,
   ``set_adapter`` then batched ``generate`` over the target's first ``--peft-examples``
   examples, prompt by prompt (rows/s is a rate, so a subset measures it).
@@ -54,6 +56,7 @@ from spp.prompts.backbone import load_backbone  # noqa: E402
 from spp.prompts.tasks.data import Example, TaskData, load_split  # noqa: E402
 from spp.prompts.evaluate import evaluate_prompt  # noqa: E402
 from spp.prompts.flops import mfu, scoring_flops  # noqa: E402
+from spp.prompts.parallel import ShardedScore  # noqa: E402
 from spp.prompts.scoring import Scorer  # noqa: E402
 from spp.prompts.tasks import TaskSpec  # noqa: E402
 from spp.prompts.transfer.compute import TransferConfig, TransferSource, compute_transfer  # noqa: E402
@@ -154,9 +157,14 @@ def run(args: argparse.Namespace) -> dict:
         targets = [rte_data(s, args.data_dir, args.examples, seed=j) for j, s in enumerate(specs)]
     sources = sources_for(bb, specs, args.sources, args.n_tokens)
     scorer = Scorer(bb)
+    with ShardedScore.planned(scorer, args.shards) as sharded:
+        return measure(args, bb, specs, targets, sources, scorer, sharded)
+
+
+def measure(args, bb, specs, targets, sources, scorer, sharded) -> dict:
     config = TransferConfig(batch_size=args.batch_size, compile=args.compile, shards=args.shards)
     warm = TaskData(targets[0].task, "validation", targets[0].examples[:4], {})
-    evaluate_prompt(scorer, sources[0].prompt, warm)  # warm-up (allocator, MKL) before any timing
+    evaluate_prompt(scorer, sources[0].prompt, warm, score=sharded)  # warm-up (allocator, MKL) before any timing
     compute_transfer(bb, sources[:2], [warm], config)
     peft = peft_model(bb, sources, args.n_tokens)
     peft_loop(peft, bb, warm, 1, args)  # warm-up
@@ -164,7 +172,8 @@ def run(args: argparse.Namespace) -> dict:
     naive_metrics, per_target, mixed_results = [], [], []
     for j, data in enumerate(targets):
         def naive():
-            return [evaluate_prompt(scorer, s.prompt, data, batch_size=args.naive_batch_size) for s in sources]
+            return [evaluate_prompt(scorer, s.prompt, data, batch_size=args.naive_batch_size, score=sharded)
+                    for s in sources]
 
         def mixed():
             return compute_transfer(bb, sources, [data], config)
@@ -208,7 +217,7 @@ def run(args: argparse.Namespace) -> dict:
         "config": {"backbone": args.backbone, "sources": len(sources), "targets": len(targets),
                    "examples_per_task": args.examples, "n_tokens": args.n_tokens, "mixed_batch_size": args.batch_size,
                    "naive_batch_size": args.naive_batch_size, "peft_examples": args.peft_examples,
-                   "mixed_shards": args.shards, "mixed_compile": args.compile,
+                   "shards": sharded.shards, "threads_per_shard": sharded.threads, "mixed_compile": args.compile,
                    "data": "synthetic RTE-length" if args.synthetic else f"RTE train.tsv samples ({args.data_dir})",
                    "mean_input_tokens": sum(tokens) / len(tokens), "max_input_tokens": max(tokens)},
         "load_avg_1m": {"start": load_start, "end": os.getloadavg()[0]},
@@ -246,8 +255,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--naive-batch-size", type=int, default=64, help="single-prompt (and PEFT) rows per batch")
     p.add_argument("--compile", action="store_true", help="mixed: TransferConfig(compile=True), `spp transfer --compile` "
                    "(compiled during the warm-up, before any timing; single-prompt and PEFT stay eager)")
-    p.add_argument("--shards", type=int, default=None, help="mixed: TransferConfig(shards=...), `spp transfer "
-                   "--shards` (default: its default, 2 on a CPU)")
+    p.add_argument("--shards", type=int, default=None, help="both: TransferConfig(shards=...) / `spp transfer "
+                   "--shards` and `spp eval --shards` (default: theirs, 2 on a CPU)")
     p.add_argument("--threads", type=int, default=max(1, min(2, os.cpu_count() or 1)))
     p.add_argument("--out", type=Path, default=here / "results" / "transfer.json")
     args = p.parse_args(argv)
