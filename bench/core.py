@@ -30,7 +30,7 @@ from spp.prompts.flops import mfu, scoring_flops, t5_forward_flops
 from spp.prompts.hardware import autocast
 from spp.prompts.methods import get_method, method_names
 from spp.prompts.scoring import LabelSet, Scorer
-from spp.prompts.train.trainer import _label_tensor, build_prompt_method
+from spp.prompts.train.trainer import _label_tensor, build_prompt_method, prompt_loss
 
 WORDS = ("entailment", "not_entailment")
 
@@ -182,8 +182,6 @@ def packed_section(bb, texts: list[str], args, peaks: dict) -> dict:
     """Unpadded (spp.prompts.packed) vs transformers' padded forwards on RTE texts in arrival
     order (batches of --batch-size, as a training step or a server batch sees them): scoring and
     a training step (forward + backward of the loss the trainer uses), interleaved."""
-    from spp.prompts import packed
-
     batches = [texts[a : a + args.batch_size] for a in range(0, len(texts) - args.batch_size + 1, args.batch_size)]
     labels = LabelSet.build(bb, WORDS)
     gold = _label_tensor(bb, WORDS, [i % 2 for i in range(args.batch_size)]).to(bb.device)
@@ -195,16 +193,9 @@ def packed_section(bb, texts: list[str], args, peaks: dict) -> dict:
             for batch in batches:
                 scorers[name].score(batch, prompt.detach(), labels)
 
-    def train(name: str):
+    def train(name: str):  # the trainer's own loss on each scorer's forwards
         for batch in batches:
-            ids, mask = scorers[name].tokenize(batch)
-            inputs, full = prepend_prompts(bb.model.get_input_embeddings()(ids), mask, prompt)
-            with autocast(ids.device, bb.dtype):
-                if name == "packed":
-                    loss = packed.label_loss(bb.model, inputs, full, gold)
-                else:
-                    loss = bb.model(inputs_embeds=inputs, attention_mask=full, labels=gold, use_cache=False).loss
-            loss.backward()
+            prompt_loss(scorers[name], lambda: prompt, batch, gold).backward()
             prompt.grad = None
 
     fns = {(kind, name): (lambda k=kind, n=name: (score if k == "score" else train)(n))

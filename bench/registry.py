@@ -187,7 +187,7 @@ def alias_propagation(location: str, moves: int) -> dict:
             "max_ms": 1000 * max(delays)}
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--versions", type=int, default=10_000)
     p.add_argument("--names", type=int, default=100)
@@ -204,7 +204,11 @@ def main() -> None:
     p.add_argument("--device", default="cpu", help="where loaded prompts are put (cpu, cuda)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, help="default: bench/results/registry.json (registry-postgres.json when shared)")
-    args = p.parse_args()
+    return p.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     torch.set_num_threads(1)
 
     root = args.registry or str(args.keep or Path(tempfile.mkdtemp(prefix="spp-bench-registry-")))

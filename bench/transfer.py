@@ -157,45 +157,51 @@ def run(args: argparse.Namespace) -> dict:
         targets = [rte_data(s, args.data_dir, args.examples, seed=j) for j, s in enumerate(specs)]
     sources = sources_for(bb, specs, args.sources, args.n_tokens)
     scorer = Scorer(bb)
-    with ShardedScore.planned(scorer, args.shards) as sharded:
-        return measure(args, bb, specs, targets, sources, scorer, sharded)
-
-
-def measure(args, bb, specs, targets, sources, scorer, sharded) -> dict:
     config = TransferConfig(batch_size=args.batch_size, compile=args.compile, shards=args.shards)
-    warm = TaskData(targets[0].task, "validation", targets[0].examples[:4], {})
-    evaluate_prompt(scorer, sources[0].prompt, warm, score=sharded)  # warm-up (allocator, MKL) before any timing
-    compute_transfer(bb, sources[:2], [warm], config)
-    peft = peft_model(bb, sources, args.n_tokens)
-    peft_loop(peft, bb, warm, 1, args)  # warm-up
-    load_start = os.getloadavg()[0]
-    naive_metrics, per_target, mixed_results = [], [], []
-    for j, data in enumerate(targets):
-        def naive():
+    with ShardedScore.planned(scorer, args.shards) as sharded:
+        def naive(data: TaskData) -> list[dict]:
             return [evaluate_prompt(scorer, s.prompt, data, batch_size=args.naive_batch_size, score=sharded)
                     for s in sources]
 
-        def mixed():
+        def mixed(data: TaskData):
             return compute_transfer(bb, sources, [data], config)
 
-        order = [("naive", naive), ("mixed", mixed)] if j % 2 == 0 else [("mixed", mixed), ("naive", naive)]
-        row: dict = {"task": data.task.name, "rows": len(sources) * len(data)}
-        outs = {}
-        for name, fn in order:
-            sync(bb.device)
-            w0, c0 = time.perf_counter(), time.process_time()
-            outs[name] = fn()
-            sync(bb.device)
-            row[f"{name}_s"], row[f"{name}_cpu_s"] = time.perf_counter() - w0, time.process_time() - c0
-        row["peft_rows"], row["peft_s"] = peft_loop(peft, bb, data, len(sources), args)
-        row["load_avg_1m"] = os.getloadavg()[0]
-        naive_metrics.append(outs["naive"])
-        mixed_results.append(outs["mixed"])
-        per_target.append(row)
-        print(f"{data.task.name:>8}: naive {row['naive_s']:7.1f} s ({row['naive_cpu_s']:7.1f} cpu)  "
-              f"mixed {row['mixed_s']:7.1f} s ({row['mixed_cpu_s']:7.1f} cpu)", file=sys.stderr)
-    differing = sum(naive_metrics[j][i] != mixed_results[j].metrics[i][0]
-                    for j in range(len(targets)) for i in range(len(sources)))
+        warm = TaskData(targets[0].task, "validation", targets[0].examples[:4], {})
+        naive(warm), mixed(warm)  # warm-up (allocator, MKL, compiling) before any timing
+        peft = peft_model(bb, sources, args.n_tokens)
+        peft_loop(peft, bb, warm, 1, args)
+        load_start = os.getloadavg()[0]
+        timed = [time_target(j, data, naive, mixed, lambda d: peft_loop(peft, bb, d, len(sources), args),
+                             bb.device)
+                 for j, data in enumerate(targets)]
+        return dict(summary(args, bb, targets, sources, timed), load_avg_1m={"start": load_start,
+                                                                              "end": os.getloadavg()[0]},
+                    shards={"shards": sharded.shards, "threads_per_shard": sharded.threads})
+
+
+def time_target(j: int, data: TaskData, naive, mixed, peft, device) -> tuple[dict, list[dict], object]:
+    """One target's row of timings: naive and mixed in alternating order, then the PEFT loop."""
+    order = [("naive", naive), ("mixed", mixed)] if j % 2 == 0 else [("mixed", mixed), ("naive", naive)]
+    row: dict = {"task": data.task.name}
+    outs = {}
+    for name, fn in order:
+        sync(device)
+        w0, c0 = time.perf_counter(), time.process_time()
+        outs[name] = fn(data)
+        sync(device)
+        row[f"{name}_s"], row[f"{name}_cpu_s"] = time.perf_counter() - w0, time.process_time() - c0
+    row["rows"] = len(outs["naive"]) * len(data)
+    row["peft_rows"], row["peft_s"] = peft(data)
+    row["load_avg_1m"] = os.getloadavg()[0]
+    print(f"{data.task.name:>8}: naive {row['naive_s']:7.1f} s ({row['naive_cpu_s']:7.1f} cpu)  "
+          f"mixed {row['mixed_s']:7.1f} s ({row['mixed_cpu_s']:7.1f} cpu)", file=sys.stderr)
+    return row, outs["naive"], outs["mixed"]
+
+
+def summary(args, bb, targets: list[TaskData], sources: list[TransferSource], timed: list[tuple]) -> dict:
+    """Totals, rates, MFU and ratios of the per-target timings; whether the metrics agree."""
+    per_target = [row for row, _, _ in timed]
+    differing = sum(naive[i] != mixed.metrics[i][0] for _, naive, mixed in timed for i in range(len(sources)))
     keys = ("naive_s", "mixed_s", "naive_cpu_s", "mixed_cpu_s", "rows", "peft_rows", "peft_s")
     total = {k: sum(r[k] for r in per_target) for k in keys}
     naive_s, mixed_s, rows = total["naive_s"], total["mixed_s"], total["rows"]
@@ -217,10 +223,9 @@ def measure(args, bb, specs, targets, sources, scorer, sharded) -> dict:
         "config": {"backbone": args.backbone, "sources": len(sources), "targets": len(targets),
                    "examples_per_task": args.examples, "n_tokens": args.n_tokens, "mixed_batch_size": args.batch_size,
                    "naive_batch_size": args.naive_batch_size, "peft_examples": args.peft_examples,
-                   "shards": sharded.shards, "threads_per_shard": sharded.threads, "mixed_compile": args.compile,
+                   "mixed_compile": args.compile,
                    "data": "synthetic RTE-length" if args.synthetic else f"RTE train.tsv samples ({args.data_dir})",
                    "mean_input_tokens": sum(tokens) / len(tokens), "max_input_tokens": max(tokens)},
-        "load_avg_1m": {"start": load_start, "end": os.getloadavg()[0]},
         "rows": rows,
         "naive_s": naive_s,
         "mixed_s": mixed_s,

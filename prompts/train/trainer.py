@@ -213,7 +213,7 @@ class _Loop:
         loss_sum = 0.0
         for _ in range(config.grad_accum):
             idx = self.sampler.next()
-            loss = _loss(self.scorer, self.method, [data.texts[i] for i in idx], self.labels[idx])
+            loss = prompt_loss(self.scorer, self.method, [data.texts[i] for i in idx], self.labels[idx])
             (loss / config.grad_accum).backward()
             loss_sum += loss.item() / config.grad_accum
         self.opt.step()
@@ -247,8 +247,11 @@ def _prompt_norm(method: PromptMethod) -> float:
     return float(method().detach().float().norm(dim=-1).mean())
 
 
-def _loss(scorer: Scorer, method: PromptMethod, texts: list[str], labels: torch.Tensor) -> torch.Tensor:
-    """Teacher-forced cross-entropy of the label words, prompt prepended to the encoder input."""
+def prompt_loss(scorer: Scorer, method: Callable[[], torch.Tensor], texts: list[str], labels: torch.Tensor
+                ) -> torch.Tensor:
+    """Teacher-forced cross-entropy of the label words (``labels`` (B, D), -100 = ignored) for
+    ``texts`` with ``method()``'s (n, e) prompt prepended to the encoder input: the training loss,
+    on the scorer's forwards (unpadded where it packs)."""
     model = scorer.backbone.model
     ids, mask = scorer.tokenize(texts)
     embeds = model.get_input_embeddings()(ids)  # (B, L, e)
