@@ -11,14 +11,17 @@ from __future__ import annotations
 from spp.prompts.errors import SppError
 from spp.prompts.hardware import DtypeChoice, choose_dtype
 
+import copy
 import hashlib
 import json
 import logging
 import re
-from dataclasses import dataclass
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Iterator, Literal, Sequence
 
 import torch
 from torch import nn
@@ -130,9 +133,37 @@ def resolve_dtype(dtype: str, device: torch.device, config=None) -> DtypeChoice:
     return DtypeChoice(table[dtype], f"--dtype {dtype}")
 
 
+class TokenizerPool:
+    """Copies of a tokenizer, each lent to one caller at a time, for threads that must not share
+    it: a Rust tokenizer shared by threads can fail a call that overlaps another one changing its
+    truncation or padding ("Already borrowed", transformers issue 47085). A copy of T5's tokenizer
+    takes ~0.15 s, so copies are returned and lent again, to any thread: the shard threads of
+    the next ShardedScore reuse those of the last. At most one copy per concurrent borrower."""
+
+    def __init__(self, tokenizer: object) -> None:
+        self.tokenizer = tokenizer
+        self.copies = 0  # made so far
+        self._free: list[object] = []
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def borrow(self) -> Iterator[object]:
+        with self._lock:
+            tok = self._free.pop() if self._free else None
+            self.copies += tok is None
+        if tok is None:
+            tok = copy.deepcopy(self.tokenizer)
+        try:
+            yield tok
+        finally:
+            with self._lock:
+                self._free.append(tok)
+
+
 @dataclass
 class Backbone:
-    """A frozen T5 with its tokenizer and identity."""
+    """A frozen T5 with its tokenizer and identity; ``tokenizers`` lends copies of the tokenizer
+    to threads (the original stays with one thread: see spp.prompts.scoring.Scorer)."""
 
     model: nn.Module
     tokenizer: object
@@ -140,6 +171,10 @@ class Backbone:
     fingerprint: str
     revision: str | None = None
     dtype_reason: str = ""  # why the model runs in its dtype (logged; the server's /health)
+    tokenizers: TokenizerPool = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.tokenizers = TokenizerPool(self.tokenizer)
 
     @property
     def d_model(self) -> int:

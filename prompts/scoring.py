@@ -21,10 +21,10 @@ candidate's score is the sum of its token log-probabilities (EOS included).
 
 from __future__ import annotations
 
-import copy
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 
@@ -83,7 +83,7 @@ class Scorer:
     """Scores texts with per-row prompts and label sets on a frozen backbone.
 
     Safe to call from several threads at once (the server scores concurrent batches): the
-    model is only read, and each thread tokenizes with its own copy of the tokenizer.
+    model is only read, and no two threads tokenize with the same tokenizer at once.
     """
 
     def __init__(
@@ -99,7 +99,6 @@ class Scorer:
         self.max_source_length = max_source_length
         self._pack_cache: dict[tuple, tuple] = {}  # label set -> packed decoder row
         self._owner = threading.get_ident()
-        self._local = threading.local()
         self._encoder, self._decoder = backbone.model.get_encoder(), backbone.model.get_decoder()
         self._sublayers = packed_t5.EAGER
         # compile (spp.prompts.compiled; eager if it fails): the unpadded encoder's per-token
@@ -127,21 +126,20 @@ class Scorer:
         for texts in (["warm up", "warm up the compiled forwards"], ["warm up"]):
             self.score(texts, prompt, labels)
 
-    def _tokenizer(self):
-        """The backbone's tokenizer on the thread that built the scorer, a copy of its own on any
-        other: a Rust tokenizer shared by threads can fail a call that overlaps another one
-        changing its truncation or padding ("Already borrowed", transformers issue 47085)."""
+    @contextmanager
+    def _tokenizer(self) -> Iterator[object]:
+        """The backbone's tokenizer on the thread that built the scorer, a copy lent by the
+        backbone's pool on any other (spp.prompts.backbone.TokenizerPool: why, and the cost)."""
         if threading.get_ident() == self._owner:
-            return self.backbone.tokenizer
-        tok = getattr(self._local, "tokenizer", None)
-        if tok is None:
-            tok = self._local.tokenizer = copy.deepcopy(self.backbone.tokenizer)
-        return tok
+            yield self.backbone.tokenizer
+            return
+        with self.backbone.tokenizers.borrow() as tok:
+            yield tok
 
     def tokenize(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        enc = self._tokenizer()(
-            list(texts), padding=True, truncation=True, max_length=self.max_source_length, return_tensors="pt"
-        )
+        with self._tokenizer() as tok:
+            enc = tok(list(texts), padding=True, truncation=True, max_length=self.max_source_length,
+                      return_tensors="pt")
         dev = self.backbone.device
         return enc["input_ids"].to(dev), enc["attention_mask"].to(dev)
 
@@ -220,7 +218,8 @@ class Scorer:
         inputs, full_mask = prepend_prompts(embeds, mask, prompt.to(embeds.device))
         limit = max_new_tokens or max(len(t) for t in labels.token_ids) + 2
         out = model.generate(inputs_embeds=inputs, attention_mask=full_mask, max_new_tokens=limit, do_sample=False)
-        return [s.strip() for s in self.backbone.tokenizer.batch_decode(out, skip_special_tokens=True)]
+        with self._tokenizer() as tok:
+            return [s.strip() for s in tok.batch_decode(out, skip_special_tokens=True)]
 
 
 EXP_FLOOR = -87.0  # exp() below this underflows float32 to a subnormal or 0

@@ -55,21 +55,36 @@ def test_one_prompt_and_label_set_for_all_rows(tiny_backbone) -> None:
     assert torch.allclose(got.loglik, scorer.score(TEXTS, prompt, labels).loglik, atol=1e-4)
 
 
-def test_each_thread_tokenizes_with_its_own_tokenizer(tiny_backbone) -> None:
+def test_threads_tokenize_with_copies_lent_by_the_backbone(tiny_backbone) -> None:
     """A Rust tokenizer shared by threads can fail a call that overlaps another one changing its
     truncation or padding ("Already borrowed", transformers issue 47085): the scorer's own thread
-    uses the backbone's tokenizer, every other thread a copy of its own, kept for its next call."""
-    scorer = Scorer(tiny_backbone)
-    assert scorer._tokenizer() is tiny_backbone.tokenizer
+    uses the backbone's tokenizer; threads at once each borrow a distinct copy, and copies are
+    lent again to later threads and other scorers of the backbone, not made anew."""
+    import dataclasses
+
+    backbone = dataclasses.replace(tiny_backbone)  # a pool of its own, counted from zero
+    scorer = Scorer(backbone)
+    with scorer._tokenizer() as tok:
+        assert tok is backbone.tokenizer and backbone.tokenizers.copies == 0
+    both = threading.Barrier(2)
     seen = []
-    threads = [threading.Thread(target=lambda: seen.append((scorer._tokenizer(), scorer._tokenizer())))
-               for _ in range(2)]
-    for t in threads:
-        t.start()
-        t.join()
-    (a1, a2), (b1, b2) = seen
-    assert a1 is a2 and b1 is b2  # one copy per thread, reused
-    assert len({id(a1), id(b1), id(tiny_backbone.tokenizer)}) == 3
+
+    def borrow(scorer: Scorer) -> None:
+        with scorer._tokenizer() as tok:
+            seen.append(tok)
+            both.wait(timeout=10)  # both threads hold their copy at the same time
+
+    def run_pair(scorer: Scorer) -> None:
+        threads = [threading.Thread(target=borrow, args=(scorer,)) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    run_pair(scorer)
+    assert len({id(t) for t in seen}) == 2 and backbone.tokenizer not in seen
+    run_pair(Scorer(backbone))  # new threads, another scorer: the same two copies
+    assert {id(t) for t in seen[2:]} == {id(t) for t in seen[:2]} and backbone.tokenizers.copies == 2
 
 
 def test_scorer_is_safe_from_several_threads(tiny_backbone) -> None:
