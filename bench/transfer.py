@@ -32,7 +32,7 @@ machine the wall clock also counts time spent waiting for a core, CPU time only 
 done. OpenMP threads are told to sleep rather than spin while they wait
 (``OMP_WAIT_POLICY=PASSIVE``, unless set), so that waiting does not count as work. The
 metrics of the two must be identical; the JSON records whether they are.
-Results: ``bench/results/transfer.json``.
+Results: ``bench/results/transfer.json`` (``--out``).
 """
 
 from __future__ import annotations
