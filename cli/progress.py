@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -69,15 +69,30 @@ class TrainProgress:
             self._progress.update(self._task, completed=event.step, info=info)
 
 
+class CountBar:
+    """A bar advanced by calling it with a count (examples scored); :meth:`total` sets its length
+    once the caller knows it (None: a bar that only counts, e.g. when disabled)."""
+
+    def __init__(self, progress: Progress | None = None, task: Any = None) -> None:
+        self._progress, self._task = progress, task
+
+    def __call__(self, n: int) -> None:
+        if self._progress is not None:
+            self._progress.advance(self._task, n)
+
+    def total(self, n: int) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, total=n)
+
+
 @contextmanager
-def count_progress(description: str, enabled: bool = True, total: int | None = None) -> Iterator[Callable[[int], None]]:
-    """A bar advanced by a callback taking a count (examples scored)."""
+def count_progress(description: str, enabled: bool = True, total: int | None = None) -> Iterator[CountBar]:
+    """A :class:`CountBar` on the terminal for the block (a silent one when not ``enabled``)."""
     if not enabled:
-        yield lambda n: None
+        yield CountBar()
         return
     with _progress() as progress:
-        task = progress.add_task(description, total=total, info="")
-        yield lambda n: progress.advance(task, n)
+        yield CountBar(progress, progress.add_task(description, total=total, info=""))
 
 
 class SweepProgress:

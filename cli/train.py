@@ -216,9 +216,10 @@ def eval_cmd(
     art, label = load_prompt_source(artifact, registry)
     spec = get_task(task) if task else task_of(art.meta)
     bb = load_backbone(backbone or art.meta.backbone, tokenizer=tokenizer, device=device, dtype=dtype, revision=revision)
-    with count_progress(f"eval {spec.name}/{split}", enabled=not json_out) as advance:
+    with count_progress(f"eval {spec.name}/{split}", enabled=not json_out) as bar:
         metrics, n = evaluate_artifact(bb, art, spec, split=split, data_dir=data_dir, max_samples=max_eval_samples,
-                                       mode=mode, batch_size=batch_size, progress=advance, shards=shards)
+                                       mode=mode, batch_size=batch_size, progress=bar, shards=shards,
+                                       on_examples=bar.total)
     result = {"prompt": label, "task": spec.name, "split": split, "examples": n, "mode": mode,
               "metrics": metrics, "score": main_score(metrics)}
     if json_out:

@@ -91,13 +91,17 @@ def evaluate_artifact(
     batch_size: int = 32,
     progress: Callable[[int], None] | None = None,
     shards: int | None = None,
+    on_examples: Callable[[int], None] | None = None,
 ) -> tuple[dict[str, float], int]:
     """Metrics of an artifact's prompt on a split of ``task``; also returns the example count.
     Rank mode scores each batch as ``shards`` shards at once (spp.prompts.parallel; None: 2 on a
-    CPU, 1 on a GPU)."""
+    CPU, 1 on a GPU). ``progress`` gets the count of each batch scored, ``on_examples`` the
+    number of examples once the split is loaded (a progress bar's total)."""
     check_shards(shards, ConfigError)
     backbone.check_prompt(artifact.meta.fingerprint, artifact.meta.d_model, what=f"prompt ({artifact.meta.task})")
     data = load_split(task, split, data_dir=data_dir, max_samples=max_samples)
+    if on_examples:
+        on_examples(len(data))
     scorer = Scorer(backbone)
     with ShardedScore.planned(scorer, shards) as sharded:
         metrics = evaluate_prompt(scorer, artifact.prompt, data, mode=mode, batch_size=batch_size,
