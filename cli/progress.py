@@ -71,7 +71,7 @@ class TrainProgress:
 
 class CountBar:
     """A bar advanced by calling it with a count (examples scored); :meth:`total` sets its length
-    once the caller knows it (None: a bar that only counts, e.g. when disabled)."""
+    once the caller knows it. Without a ``progress`` (the display disabled) both do nothing."""
 
     def __init__(self, progress: Progress | None = None, task: Any = None) -> None:
         self._progress, self._task = progress, task
