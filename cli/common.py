@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
 
-console = Console()
+# Piped or redirected, rich would squeeze tables into 80 columns and cut values ("sentim…"), so
+# `spp list | grep sentiment` would miss; there it gets room for whole values (--json for scripts).
+console = Console(width=None if sys.stdout.isatty() else 1000)
 err_console = Console(stderr=True)
 
 

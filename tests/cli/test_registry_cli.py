@@ -68,6 +68,16 @@ def test_publish_list_show(spp, tmp_path: Path) -> None:
     assert "rte@1" in text and "team=nlp" in text and "accuracy" in text
 
 
+def test_piped_tables_keep_whole_values(spp, tmp_path: Path) -> None:
+    """Output that is not a terminal (a pipe, a file, this runner) is not squeezed to 80 columns
+    with values cut to "sentim…": `spp list | grep <name>` finds what was published."""
+    long_name = "a-rather-long-prompt-name-for-sentiment-analysis"
+    backbone = "some-organisation/t5-base-lm-adapt-finetuned-for-something"
+    spp("publish", str(_artifact_file(tmp_path, "sst2", backbone=backbone)), "--name", long_name, "--alias", "prod")
+    table = spp("list").stdout
+    assert long_name in table and backbone in table and "…" not in table
+
+
 def test_alias_tag_deprecate_rm(spp, tmp_path: Path) -> None:
     spp("publish", str(_artifact_file(tmp_path, seed=1)))
     spp("publish", str(_artifact_file(tmp_path, seed=2)))
