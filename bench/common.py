@@ -1,19 +1,40 @@
 """What every benchmark records: the machine (CPU model and its bf16 features, GPU), the dtype
-the backbone runs in and why, and the peak FLOP/s its MFU is measured against."""
+the backbone runs in and why, and the peak FLOP/s its MFU is measured against; and how every
+benchmark's entry point reports an error."""
 
 from __future__ import annotations
 
 import os
 import platform
+import subprocess
+import sys
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
 from spp.prompts.backbone import Backbone
+from spp.prompts.errors import SppError
 from spp.prompts.flops import device_peak
 from spp.prompts.hardware import cpu_bf16_flags, cpu_model_name
 from spp.prompts.parallel import ShardedScore
 from spp.prompts.scoring import Scorer
+
+
+def entry(main: Callable[[], None]) -> None:
+    """Run a benchmark's ``main``: an error spp reports to users (``--device cuda`` without a GPU,
+    a bad option) or a failed ``spp`` subprocess is one line on stderr and exit 2, no traceback."""
+    try:
+        main()
+    except SppError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except subprocess.CalledProcessError as exc:
+        said = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else str(exc.stderr or "")
+        last = said.strip().splitlines()[-1:]
+        print(f"error: {' '.join(map(str, exc.cmd))[:200]} exited {exc.returncode}"
+              + (f": {last[0]}" if last else ""), file=sys.stderr)
+        sys.exit(2)
 
 
 def machine() -> dict:

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import backbone_record, machine, peak_for, sync
+from common import backbone_record, entry, machine, peak_for, sync
 
 from spp.prompts.backbone import load_backbone, prepend_prompts
 from spp.prompts.flops import mfu, scoring_flops, t5_forward_flops
@@ -358,4 +358,4 @@ def print_precision(r: dict) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    entry(main)

@@ -38,8 +38,9 @@ from pathlib import Path
 import torch
 
 from spp.prompts.artifact import Artifact, ArtifactMeta, artifact_bytes
+from spp.prompts.backbone import resolve_device
 from spp.registry import Registry
-from serve import machine  # bench/serve.py: CPU model, cores, torch (this script's folder is on sys.path)
+from common import entry, machine  # bench/common.py (this script's folder is on sys.path)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "registry.json"
 
@@ -104,8 +105,8 @@ def latency(root: str, names: int, per_name: int, iterations: int, seed: int, de
 
 
 def cli_wall(args: list[str], repeats: int) -> float:
-    exe = shutil.which("spp")
-    cmd = [exe] if exe else [sys.executable, "-m", "spp.cli.main"]
+    exe = Path(sys.executable).with_name("spp")  # this interpreter's console script, not whatever PATH has
+    cmd = [str(exe)] if exe.is_file() else [sys.executable, "-m", "spp.cli.main"]
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -209,6 +210,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    resolve_device(args.device)  # no GPU for --device cuda: one line now, not a traceback mid-run
     torch.set_num_threads(1)
 
     root = args.registry or str(args.keep or Path(tempfile.mkdtemp(prefix="spp-bench-registry-")))
@@ -282,4 +284,4 @@ def print_table(r: dict) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    entry(main)

@@ -61,7 +61,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
-from common import BareScorer, machine, peak_for  # noqa: E402
+from common import BareScorer, entry, machine, peak_for  # noqa: E402
 from serve_http import Server, http_scenario, publish_with  # noqa: E402
 
 from spp.prompts.artifact import Artifact, ArtifactMeta, save_artifact  # noqa: E402
@@ -395,4 +395,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    entry(main)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import signal
 import subprocess
@@ -24,18 +23,13 @@ import sys
 import time
 from pathlib import Path
 
+from common import entry
+
+from spp.prompts.hardware import cpu_model_name
+
 TASKS = ("sentiment", "topic")
 METHODS = ({"name": "superpos", "options": {"m": 16, "n_tokens": 4}}, {"name": "ept", "options": {}})
 SEEDS = (0, 1)
-
-
-def cpu_model() -> str:
-    info = Path("/proc/cpuinfo")
-    if info.exists():
-        for line in info.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def prepare(work: Path) -> tuple[Path, dict[str, Path]]:
@@ -134,7 +128,7 @@ def main() -> None:
     result = {
         "benchmark": "sweep", "trials": 8, "steps_per_trial": args.steps, "device": args.device,
         "backbone": args.backbone or "the demo's tiny T5",
-        "cpu": cpu_model(), "cpus": os.cpu_count(), "ray_num_cpus": args.num_cpus, "loadavg_1m": os.getloadavg()[0],
+        "cpu": cpu_model_name(), "cpus": os.cpu_count(), "ray_num_cpus": args.num_cpus, "loadavg_1m": os.getloadavg()[0],
         "sequential_spp_train_s": round(seq, 2), "sweep_s": round(swept, 2), "sweep_over_sequential": round(swept / seq, 3),
         "resume": {k: round(v, 2) if isinstance(v, float) else v for k, v in resume.items()},
     }
@@ -144,4 +138,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    entry(main)

@@ -49,7 +49,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts its OpenMP pool
 
 import torch  # noqa: E402
-from common import backbone_record, machine, peak_for, sync  # noqa: E402
+from common import backbone_record, entry, machine, peak_for, sync  # noqa: E402
 
 from spp.prompts.artifact import Artifact, ArtifactMeta  # noqa: E402
 from spp.prompts.backbone import load_backbone  # noqa: E402
@@ -273,4 +273,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    entry(main)
