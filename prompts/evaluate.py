@@ -9,7 +9,7 @@ import torch
 
 from spp.prompts.tasks.data import TaskData
 from spp.prompts.tasks.metrics import compute_metrics
-from spp.prompts.scoring import LabelSet, Scorer, Scores, iter_batches, score_texts
+from spp.prompts.scoring import LabelSet, Scorer, ScoreFn, iter_batches, score_texts
 from spp.prompts.tasks.spec import TaskError
 
 Mode = Literal["rank", "generate"]
@@ -23,7 +23,7 @@ def evaluate_prompt(
     mode: Mode = "rank",
     batch_size: int = 32,
     progress: Callable[[int], None] | None = None,
-    score: Callable[..., Scores] | None = None,
+    score: ScoreFn | None = None,
 ) -> dict[str, float]:
     """Metrics of ``prompt`` (n, e) on ``data``; generate mode adds ``invalid_rate``. Rank mode
     scores each batch through ``score`` (default ``scorer.score``; e.g. a ShardedScore of it).
@@ -49,7 +49,7 @@ def eval_mode(module: torch.nn.Module) -> Iterator[None]:
 
 
 def _evaluate(scorer: Scorer, prompt: torch.Tensor, data: TaskData, mode: Mode, batch_size: int,
-              progress: Callable[[int], None] | None, score: Callable[..., Scores] | None) -> dict[str, float]:
+              progress: Callable[[int], None] | None, score: ScoreFn | None) -> dict[str, float]:
     if not data.has_labels:
         raise TaskError(f"task {data.task.name}: split {data.split} has no labels to evaluate against")
     if len(data) == 0:

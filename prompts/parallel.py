@@ -22,9 +22,8 @@ from typing import Callable, Sequence, TypeVar
 
 import torch
 
-from spp.prompts.scoring import LabelSet, Scorer, Scores
+from spp.prompts.scoring import LabelSet, Scorer, ScoreFn, Scores
 
-ScoreFn = Callable[..., Scores]  # (texts, prompts, label_sets) -> Scores, like Scorer.score
 T = TypeVar("T")
 
 

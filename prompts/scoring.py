@@ -62,6 +62,11 @@ class Scores:
         return [row[:k].tolist() for row, k in zip(p, self.sizes)]
 
 
+# (texts, prompts, label sets) -> Scores: Scorer.score, or anything standing in for it (a
+# spp.prompts.parallel.ShardedScore of it; the server's batcher and the evaluators take one)
+ScoreFn = Callable[[Sequence[str], "torch.Tensor | Sequence[torch.Tensor]", "LabelSet | Sequence[LabelSet]"], Scores]
+
+
 @dataclass
 class Encoded:
     """Encoder output: (B, T, e) padded states, or (N, e) real-token states and their layout."""
@@ -322,7 +327,7 @@ def score_texts(
     *,
     batch_size: int = 32,
     progress: ProgressFn | None = None,
-    score: Callable[..., Scores] | None = None,
+    score: ScoreFn | None = None,
 ) -> tuple[list[int], list[list[float]]]:
     """Predicted label ids and per-label probabilities for many texts with one prompt.
 

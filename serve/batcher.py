@@ -30,14 +30,13 @@ from typing import Callable, Sequence
 
 import torch
 
-from spp.prompts.scoring import LabelSet, Scores
+from spp.prompts.scoring import LabelSet, ScoreFn
 from spp.serve.errors import QueueFullError, ScoringError, ServerBusyError
 from spp.serve.tuning import MicroBatchTuner
 
 log = logging.getLogger(__name__)
 
 WAIT_CAP = 10  # the oldest row waits at most WAIT_CAP * max_wait_ms while rows keep arriving
-ScoreFn = Callable[[list[str], list[torch.Tensor], list[LabelSet]], Scores]
 BatchHook = Callable[[int, int], None]  # (rows, distinct prompts) of each scored batch
 
 

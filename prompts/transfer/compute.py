@@ -32,8 +32,8 @@ from spp.prompts.tasks.data import SplitNotFoundError, TaskData, load_split
 from spp.prompts.errors import SppError
 from spp.prompts.tasks.metrics import compute_metrics
 from spp.prompts.tasks.spec import main_score
-from spp.prompts.parallel import ScoreFn, ShardedScore
-from spp.prompts.scoring import LabelSet, Scorer, iter_batches
+from spp.prompts.parallel import ShardedScore
+from spp.prompts.scoring import LabelSet, Scorer, ScoreFn, iter_batches
 from spp.prompts.transfer.similarity import SIMILARITIES, similarity_matrices
 from spp.prompts.tasks.spec import TaskSpec
 
