@@ -68,8 +68,7 @@ from spp.prompts.artifact import Artifact, ArtifactMeta, save_artifact  # noqa: 
 from spp.prompts.flops import mfu, scoring_flops  # noqa: E402
 from spp.prompts.backbone import Backbone, load_backbone  # noqa: E402
 from spp.prompts.tasks import get_task  # noqa: E402
-from spp.prompts.scoring import ScoreFn  # noqa: E402
-from spp.prompts.scoring import LabelSet  # noqa: E402
+from spp.prompts.scoring import LabelSet, ScoreFn  # noqa: E402
 
 RTE = get_task("rte")
 WORDS = ("the a of to in and that is was for on with as by at from report company said year new people "
