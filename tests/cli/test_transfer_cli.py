@@ -55,8 +55,8 @@ def published(spp, tiny_backbone, demo_data, tmp_path):
 
 def test_transfer_over_the_whole_registry_matches_spp_eval(spp, published, demo_data, tmp_path):
     out = tmp_path / "out"
-    # float32: --dtype auto measures bf16 against float32 once per process, and in bf16 different
-    # batch compositions round differently, so near-ties of these random prompts can flip
+    # float32 named here, not only through conftest's $SPP_CPU_DTYPE: exact equality holds in
+    # float32 alone (in bf16 different batch compositions round differently, so near-ties flip)
     result = spp("transfer", "--max-examples", "20", "--out", str(out), "--batch-size", "5", "--dtype", "float32")
     assert "sentiment@2" in result.stdout and "(100%)" in result.stdout
     assert sorted(p.name for p in out.iterdir()) == sorted(
