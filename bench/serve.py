@@ -27,8 +27,8 @@ The servers run with their DEFAULT settings (batch size, wait, dtype ``auto``, c
 get; the bare scorer of (d)/(d2) runs the forwards the server chose (compiled if it compiled)
 and its schedule: each batch in as many shards at once, on as many CPU threads each (/health).
 MFU of every scenario: requests/s x the mean FLOPs of one request (spp.prompts.flops, from the
-inputs' token counts) over the in-run GEMM peak of the dtype the server chose (its /health),
-or the GPU's datasheet bf16 peak.
+inputs' token counts) over the in-run GEMM peak of the dtype the server chose (its /health;
+measured before and after the rounds, the higher counts), or the GPU's datasheet bf16 peak.
 
 Each request carries one RTE-like input (premise + hypothesis: from GLUE RTE TSV files with
 ``--rte-dir``, else synthetic sentences of RTE's length). Scenarios run interleaved over
@@ -61,7 +61,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
-from common import BareScorer, entry, machine, peak_for  # noqa: E402
+from common import BareScorer, entry, machine, peak_for, peak_of  # noqa: E402
 from serve_http import Server, http_scenario, publish_with  # noqa: E402
 
 from spp.prompts.artifact import Artifact, ArtifactMeta, save_artifact  # noqa: E402
@@ -278,11 +278,12 @@ def run_rounds(args, server: Server, bare_scorer: BareScorer, labels: LabelSet, 
     return parts, bare
 
 
-def peak_float32(backbone: Backbone) -> dict:
-    from spp.prompts.flops import device_peak
-
-    cfg = backbone.model.config
-    return device_peak(torch.float32, str(backbone.device), cfg.d_model, cfg.d_ff)
+def peaks(backbone: Backbone, earlier: dict | None = None) -> dict:
+    """The GEMM peaks of the server's dtype and of float32 (for (e)); with ``earlier`` (the
+    measurement before the rounds), the higher of then and now (bench/common.peak_for)."""
+    earlier = earlier or {}
+    return {"peak": peak_for(backbone, earlier.get("peak")),
+            "peak_float32": peak_of(torch.float32, backbone, earlier.get("peak_float32"))}
 
 
 def request_flops(backbone: Backbone, labels: LabelSet, inputs, n_tokens: int) -> float:
@@ -373,10 +374,10 @@ def main(argv: list[str] | None = None) -> dict:
             # The GEMM peaks are measured once both servers are up and idle: measured while the
             # float32 server was still loading, the peak came out at half (213 vs 392 GFLOP/s).
             compute = {"server_health": health, "flops_per_request": request_flops(backbone, labels, inputs, args.n_tokens),
-                       "peak": peak_for(backbone), "peak_float32": peak_for(backbone) if backbone.dtype == torch.float32
-                       else peak_float32(backbone)}
+                       **peaks(backbone)}
             bare_scorer = BareScorer.like(backbone, health)
             parts, bare = run_rounds(args, server, bare_scorer, labels, artifacts, inputs, server32, baseline)
+            compute.update(peaks(backbone, compute))  # again, servers idle: the higher of the two
         finally:
             for other in (server32, baseline):
                 if other:
