@@ -5,7 +5,8 @@
 that wrong a 4xx from the error table in :mod:`spp.serve.app` instead of a 500 or a hang:
 
 * a content type other than ``application/json`` (optionally ``; charset=utf-8``) -> 415;
-* JSON nested deeper than the decoder's recursion limit (a 2 KB body can do it) -> 422;
+* JSON nested deeper than :data:`MAX_JSON_DEPTH` (a 2 KB body can nest 1000 deep) -> 422,
+  checked before decoding;
 * a body that does not arrive within ``body_timeout_s`` (e.g. ``Transfer-Encoding: chunked``
   on a body that is not chunk-encoded: the HTTP parser waits for a chunk-size line that never
   comes) -> 408 and the connection is closed;
@@ -16,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
+
+import numpy as np
 
 from litestar import Request
 from litestar.exceptions import InternalServerException
@@ -32,6 +35,31 @@ from spp.serve.errors import (
 from spp.serve.schemas import PredictRequest
 
 JSON_MEDIA_TYPE = "application/json"
+# A /predict body nests 3 deep ({"inputs": [{...}]}). Checked before decoding, not left to the
+# decoder's RecursionError: that depends on the interpreter's recursion limit, which torch's
+# Inductor raises to 2000 when it compiles, so the same 1000-deep body got "nested too deeply"
+# before the server's first compile and a schema error after it.
+MAX_JSON_DEPTH = 64
+
+
+def json_too_deep(body: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether ``body``'s arrays and objects nest deeper than ``limit``, without decoding it
+    (brackets inside strings do not count; malformed JSON is left to the decoder).
+
+    A body with few brackets returns at once; otherwise a few vectorised passes: 3 MB of ``[],``
+    took 85 ms (decoding it: 390 ms), 3 MB of short strings 76 ms (decoding: 51 ms)."""
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return False  # cannot nest deeper than it has brackets
+    a = np.frombuffer(body, dtype=np.uint8)
+    at = np.arange(a.size, dtype=np.int32)
+    # a quote is escaped when an odd number of backslashes precede it
+    last_plain = np.maximum.accumulate(np.where(a == 0x5C, np.int32(-1), at))  # last non-backslash so far
+    run = at - 1 - np.concatenate((np.array([-1], dtype=np.int32), last_plain[:-1]))  # backslashes just before
+    inside = np.cumsum((a == 0x22) & (run % 2 == 0), dtype=np.int32) % 2 == 1  # in a string (opening quote too)
+    step = ((a == 0x5B) | (a == 0x7B)).astype(np.int8) - ((a == 0x5D) | (a == 0x7D))  # "[{" +1, "]}" -1
+    step[inside] = 0
+    depth = np.cumsum(step, dtype=np.int32)  # after each byte
+    return int(depth.max()) > limit
 
 
 def check_json_content_type(header: str | None) -> None:
@@ -53,9 +81,11 @@ class SppRequest(Request):
 
     async def json(self) -> Any:
         check_json_content_type(self.headers.get("content-type"))
+        if json_too_deep(await self.body()):
+            raise InvalidRequestError(f"the JSON body is nested too deeply (more than {MAX_JSON_DEPTH} levels)")
         try:
             return await super().json()
-        except RecursionError:
+        except RecursionError:  # a limit below MAX_JSON_DEPTH (not this interpreter's default)
             raise InvalidRequestError("the JSON body is nested too deeply") from None
 
     async def body(self) -> bytes:

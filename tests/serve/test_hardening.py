@@ -7,6 +7,8 @@ a client that leaves mid-body).
 
 from __future__ import annotations
 
+import sys
+
 import json
 import logging
 import socket
@@ -73,9 +75,31 @@ def test_json_content_types_are_accepted(client, content_type):
     b"[" * 1000 + b"]" * 1000,
     b'{"inputs": [{"review": ' + b'{"a":' * 1000 + b"1" + b"}" * 1000 + b"}]}",
 ], ids=["texts-arrays", "top-level-arrays", "field-objects"])
-def test_deeply_nested_json_in_a_small_body_is_422(client, content):
+@pytest.mark.parametrize("recursion_limit", [1000, 2000], ids=["python-default", "after-inductor"])
+def test_deeply_nested_json_in_a_small_body_is_422(client, content, recursion_limit):
+    """The same answer whatever the interpreter's recursion limit (Inductor raises it to 2000
+    when it compiles; the decoder's RecursionError used to be the only guard)."""
     assert len(content) <= 8000
-    _error(_post(client, "sentiment", content), 422, "invalid_request", "nested too deeply")
+    before = sys.getrecursionlimit()
+    sys.setrecursionlimit(recursion_limit)
+    try:
+        _error(_post(client, "sentiment", content), 422, "invalid_request", "nested too deeply")
+    finally:
+        sys.setrecursionlimit(before)
+
+
+@pytest.mark.parametrize(("body", "deep"), [
+    (b"[" * 64 + b"]" * 64, False), (b"[" * 65 + b"]" * 65, True),
+    (b'{"a":' * 65 + b"1" + b"}" * 65, True),
+    (b'["' + b"[" * 100 + b'"]', False),  # brackets in a string do not nest
+    (b'{"a": "\\\\"' + b"[" * 70 + b"]" * 70 + b"}", True),  # "\\\\" is one backslash: the quote ends the string
+    (b'{"a": "\\"' + b"[" * 100 + b'"}', False),  # an escaped quote does not end the string
+    (b"[" + b"[]," * 100 + b"[]]", False),  # many brackets, shallow
+])
+def test_json_depth_is_measured_outside_strings(body, deep):
+    from spp.serve.http import json_too_deep
+
+    assert json_too_deep(body) is deep
 
 
 @pytest.mark.parametrize("ref", ["sentiment@99999999999999999999", "sentiment@\u00b2", "sentiment@\u0661",
