@@ -17,7 +17,8 @@ target so that every column has an own prompt. Prompt values do not change the c
 * mixed: :func:`spp.prompts.transfer.compute_transfer`, every source over a target's examples
   in mixed-prompt batches of ``--batch-size`` (example, prompt) rows, each scored in shards at
   once too. Both use ``--shards`` (default: theirs, 2 on a CPU, one thread each;
-  spp.prompts.parallel), so the ratio compares batching alone;
+  spp.prompts.parallel) and ``--compile`` (default: what ``spp transfer`` does for this matrix's
+  size), so the ratio compares batching alone;
 * peft: a Prompt-Transferability-style loop: PEFT prompt tuning with one adapter per source,
   ``set_adapter`` then batched ``generate`` over the target's first ``--peft-examples``
   examples, prompt by prompt (rows/s is a rate, so a subset measures it).
@@ -157,9 +158,11 @@ def run(args: argparse.Namespace) -> dict:
     else:
         targets = [rte_data(s, args.data_dir, args.examples, seed=j) for j, s in enumerate(specs)]
     sources = sources_for(bb, specs, args.sources, args.n_tokens)
-    scorer = Scorer(bb)
     config = TransferConfig(batch_size=args.batch_size, compile=args.compile, shards=args.shards)
+    scorer = Scorer(bb, compile=config.compiles(len(sources) * sum(len(t) for t in targets)))
     with ShardedScore.planned(scorer, args.shards) as sharded:
+        if scorer.compiled:
+            sharded.run(scorer.warm_up)  # on a shard thread, as compute_transfer does
         def naive(data: TaskData) -> list[dict]:
             return [evaluate_prompt(scorer, s.prompt, data, batch_size=args.naive_batch_size, score=sharded)
                     for s in sources]
@@ -177,7 +180,8 @@ def run(args: argparse.Namespace) -> dict:
                  for j, data in enumerate(targets)]
         return dict(summary(args, bb, targets, sources, timed, first_peak), load_avg_1m={"start": load_start,
                                                                               "end": os.getloadavg()[0]},
-                    shards={"shards": sharded.shards, "threads_per_shard": sharded.threads})
+                    shards={"shards": sharded.shards, "threads_per_shard": sharded.threads},
+                    compiled=scorer.compiled)
 
 
 def time_target(j: int, data: TaskData, naive, mixed, peft, device) -> tuple[dict, list[dict], object]:
@@ -261,8 +265,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--n-tokens", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=64, help="mixed: (example, prompt) rows per batch")
     p.add_argument("--naive-batch-size", type=int, default=64, help="single-prompt (and PEFT) rows per batch")
-    p.add_argument("--compile", action="store_true", help="mixed: TransferConfig(compile=True), `spp transfer --compile` "
-                   "(compiled during the warm-up, before any timing; single-prompt and PEFT stay eager)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="mixed and single-prompt: TransferConfig(compile=...), `spp transfer --compile` (compiled "
+                        "during the warm-up, before any timing; PEFT stays eager). Default: what `spp transfer` "
+                        "does for this matrix (compiled from AUTO_COMPILE_ROWS (example, prompt) rows)")
     p.add_argument("--shards", type=int, default=None, help="both: TransferConfig(shards=...) / `spp transfer "
                    "--shards` and `spp eval --shards` (default: theirs, 2 on a CPU)")
     p.add_argument("--threads", type=int, default=max(1, min(2, os.cpu_count() or 1)))

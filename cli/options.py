@@ -71,9 +71,6 @@ Mode = Annotated[
                       "reports invalid_rate).")
 ]
 MaxSourceLength = Annotated[int, typer.Option(help="Truncate inputs to this many tokens.")]
-Compile = Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the backbone's forwards: 10-15% "
-                                       "faster scoring after seconds of compiling (a T5 on a CPU, unpadded forwards; "
-                                       "30-50 s for padded ones); eager if compiling fails.")]
 Shards = Annotated[Optional[int], typer.Option(
     help="Score each batch as this many shards at once, each on its own thread with an equal share of the CPU "
          "threads (default: 2 on a CPU, 1 on a GPU): keeps a CPU's cores busy. Same scores.")]

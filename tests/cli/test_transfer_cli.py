@@ -148,3 +148,13 @@ def test_attempt_trains_from_published_sources_and_exports_a_collapsed_prompt(sp
     expected = torch.stack([load_artifact(published[0]).prompt, load_artifact(published[2]).prompt])  # (2, 4, e)
     assert torch.equal(art.state["sources"], expected)  # frozen: still the published prompts
     assert not torch.equal(art.state["prompt"], art.prompt)  # collapsed = target + mixture, not P_t alone
+
+
+def test_compile_help_states_the_default_threshold():
+    """The --compile help names spp.prompts.transfer.compute.AUTO_COMPILE_ROWS (written out there
+    so that `spp` does not import torch to print help)."""
+    from spp.cli.transfer import Compile
+    from spp.prompts.transfer.compute import AUTO_COMPILE_ROWS
+
+    option = Compile.__metadata__[0]
+    assert f"matrices of {AUTO_COMPILE_ROWS} or more" in option.help

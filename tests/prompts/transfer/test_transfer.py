@@ -134,7 +134,35 @@ def test_compile_goes_through_torch_compile_and_changes_no_metric(tiny_backbone,
     compiled = []
     monkeypatch.setattr(torch, "compile", lambda fn, **kw: compiled.append(kw) or fn)
     again = compute_transfer(tiny_backbone, sources, targets, TransferConfig(batch_size=5, top_k=2, compile=True))
-    assert compiled == [{"dynamic": True}, {"dynamic": True}]
+    assert [kw["dynamic"] for kw in compiled] == [True, True]
+    assert again.metrics == result.metrics
+
+
+@pytest.mark.parametrize(("compile", "extra_rows", "want"), [(None, -1, False), (None, 0, None), (True, -7990, True),
+                                                             (False, 10**6, False)])
+def test_compile_by_default_only_for_matrices_that_repay_it(compile, extra_rows, want):
+    """None (the default): compiled where the forwards run unpadded (Scorer(compile=None)) once
+    the matrix has AUTO_COMPILE_ROWS rows; an explicit choice always wins."""
+    from spp.prompts.transfer.compute import AUTO_COMPILE_ROWS
+
+    rows = AUTO_COMPILE_ROWS + extra_rows
+    assert TransferConfig(compile=compile).compiles(rows) is want
+
+
+@pytest.mark.parametrize("over", [0, 1])
+def test_the_default_compiles_a_matrix_of_auto_compile_rows(tiny_backbone, sources, targets, result, monkeypatch,
+                                                            over):
+    """compile=None through compute_transfer: this matrix compiles once the threshold is its
+    own row count, not when the threshold is one more; the metrics are the same either way."""
+    import torch
+
+    from spp.prompts.transfer import compute
+
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: compiled.append(kw) or fn)
+    monkeypatch.setattr(compute, "AUTO_COMPILE_ROWS", len(sources) * sum(len(t) for t in targets) + over)
+    again = compute_transfer(tiny_backbone, sources, targets, TransferConfig(batch_size=5, top_k=2))
+    assert len(compiled) == (0 if over else 2)
     assert again.metrics == result.metrics
 
 
