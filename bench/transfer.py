@@ -230,7 +230,7 @@ def summary(args, bb, targets: list[TaskData], sources: list[TransferSource], ti
         "config": {"backbone": args.backbone, "sources": len(sources), "targets": len(targets),
                    "examples_per_task": args.examples, "n_tokens": args.n_tokens, "mixed_batch_size": args.batch_size,
                    "naive_batch_size": args.naive_batch_size, "peft_examples": args.peft_examples,
-                   "mixed_compile": args.compile,
+                   "compile": args.compile,
                    "data": "synthetic RTE-length" if args.synthetic else f"RTE train.tsv samples ({args.data_dir})",
                    "mean_input_tokens": sum(tokens) / len(tokens), "max_input_tokens": max(tokens)},
         "rows": rows,
