@@ -44,7 +44,7 @@ CacheEvent = Literal["hit", "miss", "eviction"]
 class LoadedPrompt:
     """A prompt ready to score: the tensor on the device, its task spec and label set."""
 
-    version: Version
+    version: Version  # as resolved for serving: name, number, blob; aliases and tags left empty
     prompt: torch.Tensor  # (n, e), backbone device and dtype
     spec: TaskSpec
     labels: LabelSet
@@ -100,7 +100,7 @@ class PromptCache:
     # -------------------------------------------------------------------------------- sync API
     def get_sync(self, ref: str) -> LoadedPrompt:
         try:
-            version = self.registry.resolve(ref)
+            version = self.registry.resolve(ref, details=False)  # identity only: aliases/tags unused here
         except UnavailableError:
             entry = self._exact_cached(ref)
             if entry is None:  # an alias or `latest` cannot be answered without the index: 503

@@ -175,6 +175,21 @@ def test_aliases_move_and_block_removal(registry: Registry, make_artifact) -> No
     assert new.version == 3  # a removed number is never handed out again
 
 
+@pytest.mark.parametrize("ref", ["rte", "rte@latest", "rte@2", "rte@prod"])
+def test_resolve_without_details_names_the_same_version(registry: Registry, make_artifact, ref: str) -> None:
+    """details=False (the server's per-request lookup): the same version and blob, and no
+    aliases or tags (not fetched); unknown references still fail with the full message."""
+    registry.publish(make_artifact("rte", seed=1))
+    registry.publish(make_artifact("rte", seed=2), aliases=["prod"])
+    registry.tag("rte@2", {"team": "nlp"})
+    full, lean = registry.resolve(ref), registry.resolve(ref, details=False)
+    assert full.aliases == ("prod",) and full.tags == {"team": "nlp"}
+    assert (lean.ref, lean.sha256, lean.size) == (full.ref, full.sha256, full.size) == ("rte@2", full.sha256, full.size)
+    assert lean.aliases == () and lean.tags == {}
+    with pytest.raises(NotFoundError, match="its aliases: prod"):
+        registry.resolve("rte@staging", details=False)
+
+
 def test_alias_moves_are_atomic_for_readers(registry: Registry, make_artifact) -> None:
     """A reader resolving rte@prod while it flips between two versions always gets one of them."""
     v1, _ = registry.publish(make_artifact("rte", seed=1), aliases=["prod"])
