@@ -1,7 +1,7 @@
 """The prompt cache: an LRU of device tensors keyed by (name, version), fed by the registry.
 
 Every request resolves its reference (``rte``, ``rte@3``, ``rte@prod``) through the registry
-index (a few indexed lookups in SQLite, or in a shared PostgreSQL index), so an alias
+index (one indexed query, in SQLite or in a shared PostgreSQL index), so an alias
 moved by any process on any host is followed by the very next request: the propagation bound
 is the commit itself, with no TTL. While a shared index is unreachable, ``name@N`` requests
 for prompts in this cache keep being answered (versions are immutable); everything else fails
