@@ -9,7 +9,7 @@ encoder input with :func:`prepend_prompts`, so they agree exactly.
 from __future__ import annotations
 
 from spp.prompts.errors import SppError
-from spp.prompts.hardware import DtypeChoice, choose_dtype
+from spp.prompts.hardware import DTYPES, DtypeChoice, choose_dtype
 
 import copy
 import hashlib
@@ -127,10 +127,9 @@ def resolve_dtype(dtype: str, device: torch.device, config=None) -> DtypeChoice:
     if dtype == "auto":
         width = {"d_model": int(config.d_model), "d_ff": int(config.d_ff)} if config is not None else {}
         return choose_dtype(device, **width)
-    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
-    if dtype not in table:
-        raise BackboneError(f"dtype must be one of auto, {', '.join(table)}; got {dtype!r}")
-    return DtypeChoice(table[dtype], f"--dtype {dtype}")
+    if dtype not in DTYPES:
+        raise BackboneError(f"dtype must be one of auto, {', '.join(DTYPES)}; got {dtype!r}")
+    return DtypeChoice(DTYPES[dtype], f"--dtype {dtype}")
 
 
 class TokenizerPool:

@@ -8,8 +8,8 @@ converting to float32, which is slower than float32 itself, and for a tiny model
 too small for the bf16 kernels to pay off: the measurement catches both. The choice and its
 reason are logged and kept (the server shows them in /health).
 
-``$SPP_CPU_DTYPE`` (``float32`` or ``bfloat16``) pins what ``auto`` picks on a CPU, without
-measuring: for replicas or sweep trials on mixed hosts that must all compute alike, and for
+``$SPP_CPU_DTYPE`` (``float32`` / ``fp32`` or ``bfloat16`` / ``bf16``) pins what ``auto`` picks on
+a CPU, without measuring: for replicas or sweep trials on mixed hosts that must all compute alike, and for
 test suites (a tiny model's GEMMs are too small for the measurement to be stable).
 
 Training uses the same choice through :func:`autocast`: the frozen backbone's matmuls run in
@@ -34,8 +34,9 @@ log = logging.getLogger(__name__)
 
 MIN_SPEEDUP = 1.3  # bf16 must beat float32 by this factor on the model's GEMM to be chosen
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")
-CPU_DTYPE_ENV = "SPP_CPU_DTYPE"  # float32 | bfloat16: auto's choice on a CPU, not measured
-PINNABLE = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+CPU_DTYPE_ENV = "SPP_CPU_DTYPE"  # a name of DTYPES: auto's choice on a CPU, not measured
+# the dtype names spp takes, for --dtype (spp.prompts.backbone.resolve_dtype) and $SPP_CPU_DTYPE
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
 
 
 @dataclass(frozen=True)
@@ -117,9 +118,9 @@ def choose_dtype(device: torch.device, d_model: int = 512, d_ff: int = 1024) -> 
         return DtypeChoice(torch.float32, f"{device.type} device: float32")
     pinned = os.environ.get(CPU_DTYPE_ENV, "").strip()
     if pinned:
-        if pinned not in PINNABLE:
-            raise ConfigError(f"${CPU_DTYPE_ENV} must be one of {', '.join(PINNABLE)}; got {pinned!r}")
-        choice = DtypeChoice(PINNABLE[pinned], f"${CPU_DTYPE_ENV}={pinned}")
+        if pinned not in DTYPES:
+            raise ConfigError(f"${CPU_DTYPE_ENV} must be one of {', '.join(DTYPES)}; got {pinned!r}")
+        choice = DtypeChoice(DTYPES[pinned], f"${CPU_DTYPE_ENV}={pinned}")
     else:
         choice = choose_cpu_dtype(d_model, d_ff)
     log.info("dtype auto -> %s: %s", choice.name, choice.reason)
