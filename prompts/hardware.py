@@ -9,8 +9,8 @@ too small for the bf16 kernels to pay off: the measurement catches both. The cho
 reason are logged and kept (the server shows them in /health).
 
 ``$SPP_CPU_DTYPE`` (``float32`` / ``fp32`` or ``bfloat16`` / ``bf16``) pins what ``auto`` picks on
-a CPU, without measuring: for replicas or sweep trials on mixed hosts that must all compute alike, and for
-test suites (a tiny model's GEMMs are too small for the measurement to be stable).
+a CPU, without measuring: for replicas or sweep trials on mixed hosts that must all compute
+alike, and for test suites (a tiny model's GEMMs are too small for the measurement to be stable).
 
 Training uses the same choice through :func:`autocast`: the frozen backbone's matmuls run in
 bf16 while the prompt parameters, their gradients and the optimizer state stay float32.
