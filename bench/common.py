@@ -66,7 +66,8 @@ def peak_of(dtype: torch.dtype, backbone, earlier: dict | None = None) -> dict:
     now = device_peak(dtype, str(backbone.device), cfg.d_model, cfg.d_ff)
     if earlier is None:
         return now
-    seen = [*earlier.get("measurements", [earlier["measured_gemm"]["flops_per_s"]]), now["measured_gemm"]["flops_per_s"]]
+    before = earlier.get("measurements", [earlier["measured_gemm"]["flops_per_s"]])
+    seen = [*before, now["measured_gemm"]["flops_per_s"]]
     best = now if now["flops_per_s"] >= earlier["flops_per_s"] else earlier
     return dict(best, measurements=seen)
 

@@ -63,7 +63,8 @@ def test_compile_default_is_only_where_it_is_cheap(tiny_backbone) -> None:
     auto = Scorer(tiny_backbone, compile=None)
     assert auto.packed and isinstance(auto._sublayers.feed_forward, GuardedCompile)
     # the C++ wrapper releases the GIL while the sublayers run, so shard threads overlap
-    assert all(f.options == {"cpp_wrapper": True} for f in (auto._sublayers.feed_forward, auto._sublayers.attention_inputs))
+    sublayers = (auto._sublayers.feed_forward, auto._sublayers.attention_inputs)
+    assert all(f.options == {"cpp_wrapper": True} for f in sublayers)
     padded = Scorer(tiny_backbone, compile=None, packed=False)
     assert not padded.compiled and not isinstance(padded._encoder, GuardedCompile)
 

@@ -56,7 +56,8 @@ def test_auto_is_logged_on_the_backbone(tiny_backbone_dir, monkeypatch) -> None:
     assert bb.dtype_reason and ("bf16" in bb.dtype_reason)
 
 
-@pytest.mark.parametrize("pinned, dtype", [("bfloat16", torch.bfloat16), ("float32", torch.float32), ("bf16", torch.bfloat16)])
+@pytest.mark.parametrize("pinned, dtype", [("bfloat16", torch.bfloat16), ("float32", torch.float32),
+                                           ("bf16", torch.bfloat16)])
 def test_the_environment_pins_auto_on_a_cpu(tiny_backbone_dir, monkeypatch, pinned, dtype) -> None:
     monkeypatch.setenv(CPU_DTYPE_ENV, pinned)
     bb = load_backbone(str(tiny_backbone_dir), device="cpu", dtype="auto")
