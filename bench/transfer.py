@@ -161,8 +161,7 @@ def run(args: argparse.Namespace) -> dict:
     config = TransferConfig(batch_size=args.batch_size, compile=args.compile, shards=args.shards)
     scorer = Scorer(bb, compile=config.compiles(len(sources) * sum(len(t) for t in targets)))
     with ShardedScore.planned(scorer, args.shards) as sharded:
-        if scorer.compiled:
-            sharded.run(scorer.warm_up)  # on a shard thread, as compute_transfer does
+        sharded.warm_up(scorer)  # as compute_transfer does
         def naive(data: TaskData) -> list[dict]:
             return [evaluate_prompt(scorer, s.prompt, data, batch_size=args.naive_batch_size, score=sharded)
                     for s in sources]

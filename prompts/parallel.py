@@ -81,6 +81,15 @@ class ShardedScore:
             f.result()
         torch.set_num_threads(caller)
 
+    def warm_up(self, scorer: Scorer) -> bool:
+        """Compile ``scorer``'s forwards, if it compiles, on one shard thread before the shards
+        need them: compiled CPU kernels keep the thread count of the thread that built them, and
+        shards reaching a first compile at once would wait on each other. Returns whether the
+        forwards still run compiled (False after a compile failure)."""
+        if scorer.compiled:
+            self.run(scorer.warm_up)
+        return scorer.compiled
+
     def run(self, fn: Callable[[], T]) -> T:
         """``fn()`` on a shard thread: where compiling must happen, because compiled CPU kernels
         keep the thread count of the thread that built them."""

@@ -114,10 +114,9 @@ class Service:
         sharded = self._sharded = ShardedScore.planned(scorer, s.shards)
         log.info("batches scored as %d shard%s at once, %d CPU thread%s each", sharded.shards,
                  "s" if sharded.shards > 1 else "", sharded.threads, "s" if sharded.threads != 1 else "")
-        if scorer.compiled:  # compile before /ready, not on the first request; on a shard thread,
-            # because compiled CPU kernels keep the thread count of the thread that built them
-            await asyncio.to_thread(self._sharded.run, scorer.warm_up)
-            log.info("backbone forwards %s", "compiled" if scorer.compiled else "run eagerly (compile failed)")
+        if scorer.compiled:  # compile before /ready, not on the first request
+            compiled = await asyncio.to_thread(sharded.warm_up, scorer)
+            log.info("backbone forwards %s", "compiled" if compiled else "run eagerly (compile failed)")
         # Unpadded (packed) forwards waste nothing on padding, so micro-batches only pay off for
         # padded ones on a CPU (measured in the server: whole packed batches 29.1/27.7 req/s vs
         # tuned micro-batches 28.4/29.3, the same; see spp.serve.tuning for the padded case).

@@ -252,9 +252,8 @@ def compute_transfer(
     t0 = time.perf_counter()
     metrics: list[list[dict[str, float]]] = [[{} for _ in targets] for _ in sources]
     with ShardedScore.planned(scorer, config.shards) as sharded:
-        if scorer.compiled:  # on one shard thread, as the server does, before all of them need it
-            sharded.run(scorer.warm_up)
-            log.info("forwards %s", "compiled" if scorer.compiled else "run eagerly (compile failed)")
+        if scorer.compiled:
+            log.info("forwards %s", "compiled" if sharded.warm_up(scorer) else "run eagerly (compile failed)")
         for j, data in enumerate(targets):
             log.info("target %s: %d examples x %d prompts", data.task.name, len(data), len(sources))
             preds = score_prompts(scorer, prompts, data, batch_size=config.batch_size, progress=progress,
@@ -279,7 +278,7 @@ def compute_transfer(
         top_k=top_sources(raw, sources, targets, config.top_k),
         backbone={"name": backbone.name, "fingerprint": backbone.fingerprint, "d_model": backbone.d_model},
         seconds=seconds,
-        rows=len(sources) * sum(len(t) for t in targets),
+        rows=rows,
     )
 
 

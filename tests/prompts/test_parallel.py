@@ -176,3 +176,17 @@ def test_shard_threads_run_torch_on_their_share_of_the_threads() -> None:
     finally:
         sharded.close()
     assert seen == [1, 1] and torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize("compile", [True, False])
+def test_warm_up_compiles_on_a_shard_thread_only_when_the_scorer_compiles(tiny_backbone, monkeypatch, compile) -> None:
+    """Compiled CPU kernels keep the builder thread's thread count, so the warm-up runs on a
+    shard thread (with the shards' count); an eager scorer has nothing to warm up."""
+    scorer = Scorer(tiny_backbone, compile=compile)
+    seen = []
+    monkeypatch.setattr(scorer, "warm_up", lambda: seen.append((threading.current_thread().name,
+                                                                 torch.get_num_threads())))
+    with ShardedScore(scorer.score, 2, 1) as sharded:
+        assert sharded.warm_up(scorer) is compile
+    assert seen == ([(seen[0][0], 1)] if compile else [])
+    assert not seen or seen[0][0].startswith("spp-shard")
