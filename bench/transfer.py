@@ -211,9 +211,10 @@ def summary(args, bb, targets: list[TaskData], sources: list[TransferSource], ti
     keys = ("naive_s", "mixed_s", "naive_cpu_s", "mixed_cpu_s", "rows", "peft_rows", "peft_s")
     total = {k: sum(r[k] for r in per_target) for k in keys}
     naive_s, mixed_s, rows = total["naive_s"], total["mixed_s"], total["rows"]
-    tokens = [len(bb.tokenizer(t).input_ids) for d in targets for t in d.texts]
-    flops = len(sources) * sum(scoring_flops(bb.model.config, args.n_tokens + len(bb.tokenizer(t).input_ids),
-                                             bb.label_token_ids(d.task.label_words)) for d in targets for t in d.texts)
+    lengths = [(d, len(bb.tokenizer(t).input_ids)) for d in targets for t in d.texts]  # each text tokenized once
+    tokens = [n for _, n in lengths]
+    flops = len(sources) * sum(scoring_flops(bb.model.config, args.n_tokens + n, bb.label_token_ids(d.task.label_words))
+                               for d, n in lengths)
     peak = peak_for(bb, first_peak)
     rates = {"naive": rows / naive_s, "mixed": rows / mixed_s, "peft": total["peft_rows"] / total["peft_s"]}
     return {
