@@ -18,6 +18,7 @@ from spp.prompts.errors import SppError
 from spp.prompts.flops import device_peak
 from spp.prompts.hardware import cpu_bf16_flags, cpu_model_name
 from spp.prompts.parallel import ShardedScore
+from spp.prompts.processes import ProcessShardedScore
 from spp.prompts.scoring import Scorer
 
 
@@ -83,14 +84,21 @@ class BareScorer:
     """The server's own forwards and schedule without the server: compiled if it compiled, each
     batch in as many shards at once as it scores, on as many CPU threads per shard (its /health)."""
 
-    score: ShardedScore
+    score: ShardedScore | ProcessShardedScore
     device: torch.device
 
     @classmethod
     def like(cls, backbone: Backbone, health: dict) -> "BareScorer":
-        """An older server's /health has no shards or threads: one shard on torch's threads."""
+        """An older server's /health has no shards or threads: one shard on torch's threads; a
+        server whose shards run in worker processes gets worker processes here too."""
         threads = health.get("threads") if backbone.device.type == "cpu" else None
-        scorer = Scorer(backbone, compile=health.get("compiled", False))
-        score = ShardedScore(scorer.score, health.get("shards") or 1, threads)
+        compiled, shards = health.get("compiled", False), health.get("shards") or 1
+        if health.get("shard_processes"):
+            return cls(ProcessShardedScore(backbone, shards, threads or 1, compile=compiled), backbone.device)
+        scorer = Scorer(backbone, compile=compiled)
+        score = ShardedScore(scorer.score, shards, threads)
         score.run(scorer.warm_up)  # on a shard thread: compiled kernels keep the builder's thread count
         return cls(score, backbone.device)
+
+    def close(self) -> None:
+        self.score.close()

@@ -364,6 +364,7 @@ def main(argv: list[str] | None = None) -> dict:
         server = Server(args, Path(tmp) / "registry", log_path, args.dtype, args.server_args.split())
         server32 = None if args.no_float32 else Server(args, Path(tmp) / "registry", Path(tmp) / "f32.log", "float32")
         baseline = start_baseline(args, artifacts, Path(tmp))
+        bare_scorer = None
         try:
             server.wait_ready()
             health = server.health()  # the dtype the server chose: the in-process baselines use it too
@@ -381,6 +382,8 @@ def main(argv: list[str] | None = None) -> dict:
             parts, bare = run_rounds(args, server, bare_scorer, labels, artifacts, inputs, server32, baseline)
             compute.update(peaks(backbone, compute))  # again, servers idle: the higher of the two
         finally:
+            if bare_scorer is not None:
+                bare_scorer.close()
             for other in (server32, baseline):
                 if other:
                     other.stop()

@@ -3,9 +3,10 @@
 One forward on every CPU thread leaves cores idle: Python runs between kernels on one thread
 while the others wait, every parallel kernel ends on a barrier, and one thread preempted (by
 the server's event loop, say) holds up the rest. Shards of a batch scored at once, each by a
-forward on its share of the threads, fill those gaps for each other. Rows are dealt to shards
-in length order (round robin), so shards carry about the same number of tokens and finish
-together. Scores are the same as one forward's (each row is scored on its own in any case).
+forward on its share of the threads, fill those gaps for each other. Rows are split by
+:func:`balance` into shards of about the same number of characters (a proxy for tokens), so
+they finish together. Scores are the same as one forward's (each row is scored on its own in
+any case). spp.prompts.processes runs the same shards in worker processes instead (no GIL).
 
 Measured on 2 AMD EPYC vCPUs (bf16, t5-small-lm-adapt, mixed-task RTE batches, compiled
 sublayers, 6 interleaved repeats): two single-threaded shards against one forward on both
@@ -104,8 +105,7 @@ class ShardedScore:
         n = min(self.shards, len(texts))
         if n <= 1:
             return self.run(lambda: self.score_fn(texts, prompts, label_sets))
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        parts = [order[k::n] for k in range(n)]  # round robin by length: equal token counts
+        parts = balance([len(t) for t in texts], n)  # about equal characters (tokens) per shard
 
         def shard(idx: list[int]) -> Scores:
             return self.score_fn([texts[i] for i in idx], _rows(prompts, idx), _rows(label_sets, idx))
@@ -120,6 +120,22 @@ class ShardedScore:
     def close(self) -> None:
         """Wait for running shards and release the threads."""
         self._pool.shutdown(wait=True)
+
+
+def balance(costs: Sequence[int], n: int) -> list[list[int]]:
+    """Row indices split into ``n`` parts of about equal total cost: the costliest row first,
+    each to the part with the least cost so far. Each part lists its rows in batch order.
+
+    Dealing length-sorted rows round robin (what shards did before) hands one shard the longer
+    row of every pair. Measured, 2 shards of 33-row RTE batches (bf16, 2 AMD EPYC vCPUs): the
+    share of shard time spent waiting for the other shard 3.7% round robin, 2.5% this way."""
+    parts: list[list[int]] = [[] for _ in range(n)]
+    loads = [0] * n
+    for i in sorted(range(len(costs)), key=lambda i: -costs[i]):
+        k = loads.index(min(loads))
+        parts[k].append(i)
+        loads[k] += costs[i]
+    return [sorted(p) for p in parts]
 
 
 def _rows(value, idx: list[int]):

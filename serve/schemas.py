@@ -78,6 +78,7 @@ class HealthResponse(Struct, omit_defaults=True):
     packed: bool | None = None  # whether the forwards skip padding (spp.prompts.packed)
     shards: int | None = None  # shards of a batch scored at once (--shards)
     threads: int | None = None  # torch CPU threads per shard
+    shard_processes: bool | None = None  # whether shards run in worker processes (--shard-processes)
 
 
 class ReadyResponse(Struct, omit_defaults=True):

@@ -19,7 +19,9 @@ from typing import Mapping
 
 from spp.prompts.artifact import read_metadata
 from spp.prompts.backbone import Backbone, load_backbone
-from spp.prompts.parallel import ShardedScore
+from spp.prompts import processes
+from spp.prompts.parallel import ShardedScore, plan
+from spp.prompts.processes import ProcessShardedScore
 from spp.prompts.scoring import Scorer
 from spp.prompts.tasks import FormattedTooLongError, TaskInputError, TaskSpec
 from spp.registry import NotFoundError, Registry, RegistryError, Version, parse_ref
@@ -71,7 +73,9 @@ class Service:
         self.scorer: Scorer | None = None
         self._io: ThreadPoolExecutor | None = None
         self._started = False
-        self._sharded: ShardedScore | None = None
+        self._sharded: ShardedScore | ProcessShardedScore | None = None
+        self.shard_processes: bool | None = None  # whether shards run in worker processes, once started
+        self.compiled: bool | None = None  # whether the forwards run compiled, once started
         # sha256 -> (blob file stat when its hash was checked, fields, labels)
         self._headers: OrderedDict[str, tuple[tuple[int, ...], list[str], list[str]]] = OrderedDict()
 
@@ -110,13 +114,12 @@ class Service:
             self.registry, label_backbone, capacity=s.cache_size, on_event=self.metrics.cache_event, executor=self._io
         )
         scorer = self.scorer = Scorer(self.backbone, max_source_length=s.max_source_length, compile=s.compile)
-        # each batch in shards scored at once, on threads that split the CPU (spp.prompts.parallel)
-        sharded = self._sharded = ShardedScore.planned(scorer, s.shards)
-        log.info("batches scored as %d shard%s at once, %d CPU thread%s each", sharded.shards,
-                 "s" if sharded.shards > 1 else "", sharded.threads, "s" if sharded.threads != 1 else "")
-        if scorer.compiled:  # compile before /ready, not on the first request
-            compiled = await asyncio.to_thread(sharded.warm_up, scorer)
-            log.info("backbone forwards %s", "compiled" if compiled else "run eagerly (compile failed)")
+        # each batch in shards scored at once, in worker processes or on threads that split the CPU
+        # (spp.prompts.processes, spp.prompts.parallel); compiled before /ready, not on a request
+        sharded = self._sharded = await asyncio.to_thread(self._shards, scorer)
+        log.info("batches scored as %d shard%s at once, %d CPU thread%s each, in %s", sharded.shards,
+                 "s" if sharded.shards > 1 else "", sharded.threads, "s" if sharded.threads != 1 else "",
+                 "worker processes" if self.shard_processes else "threads of this process")
         # Unpadded (packed) forwards waste nothing on padding, so micro-batches only pay off for
         # padded ones on a CPU (measured in the server: whole packed batches 29.1/27.7 req/s vs
         # tuned micro-batches 28.4/29.3, the same; see spp.serve.tuning for the padded case).
@@ -135,6 +138,24 @@ class Service:
         for ref in s.preload:  # a bad preload reference fails startup, loudly
             entry = await self.cache.get(ref)
             log.info("preloaded %s", entry.ref)
+
+    def _shards(self, scorer: Scorer) -> ShardedScore | ProcessShardedScore:
+        """The batch's shards as --shards and --shard-processes ask (automatic: see each module)."""
+        assert self.backbone is not None
+        shards, threads = plan(self.settings.shards, self.backbone.device)
+        self.shard_processes = processes.wanted(self.settings.shard_processes, self.backbone.device, shards)
+        asked = scorer.compiled  # compile asked for (or chosen automatically), not yet tried
+        sharded: ShardedScore | ProcessShardedScore
+        if self.shard_processes:
+            sharded = ProcessShardedScore(self.backbone, shards, threads, compile=asked,
+                                          max_source_length=self.settings.max_source_length)
+            self.compiled = sharded.compiled
+        else:
+            sharded = ShardedScore(scorer.score, shards, threads)
+            self.compiled = sharded.warm_up(scorer)
+        if asked:
+            log.info("backbone forwards %s", "compiled" if self.compiled else "run eagerly (compile failed)")
+        return sharded
 
     async def stop(self) -> None:
         """Stop the batcher (queued requests get 503), the shard threads and the registry thread."""
@@ -165,12 +186,12 @@ class Service:
         """Liveness, with the dtype the backbone runs in and why (``auto``: the hardware check)."""
         if self.backbone is None:
             return HealthResponse(status="ok")
-        compiled = self.scorer.compiled if self.scorer is not None else None
         packed = self.scorer.packed if self.scorer is not None else None
         sharded = self._sharded
         return HealthResponse(status="ok", dtype=str(self.backbone.dtype).removeprefix("torch."),
-                              dtype_reason=self.backbone.dtype_reason, compiled=compiled, packed=packed,
-                              shards=sharded.shards if sharded else None, threads=sharded.threads if sharded else None)
+                              dtype_reason=self.backbone.dtype_reason, compiled=self.compiled, packed=packed,
+                              shards=sharded.shards if sharded else None, threads=sharded.threads if sharded else None,
+                              shard_processes=self.shard_processes)
 
     async def readiness(self) -> ReadyResponse:
         """Ready when the model is loaded, the batcher runs and the registry answers."""

@@ -38,6 +38,10 @@ class ServeSettings:
     shards: each batch is scored as this many shards at once, each on its own thread with an
         equal share of torch's CPU threads (spp.prompts.parallel). None: 2 on a CPU with 2 or
         more threads (it keeps the cores busier), 1 elsewhere (a GPU runs one stream).
+    shard_processes: run the shards in worker processes (an interpreter each: no shard waits for
+        another's GIL) instead of threads of the server's process (spp.prompts.processes). The
+        workers share the backbone's weights; each compiles its own forwards at startup. None:
+        processes on a CPU when a batch has 2 or more shards, threads otherwise.
     max_inputs: inputs per request above which the request gets 413.
     max_input_chars: characters of one formatted input above which the request gets 413.
     cache_size: prompts kept on the device (LRU by name and version).
@@ -71,6 +75,7 @@ class ServeSettings:
     micro_batches: bool | None = None
     compile: bool | None = None
     shards: int | None = None
+    shard_processes: bool | None = None
     max_inputs: int = 64
     max_input_chars: int = 4096
     max_source_length: int = 512
@@ -99,6 +104,8 @@ class ServeSettings:
         if self.compile is not None:
             check_bool("compile", self.compile, ConfigError)
         check_shards(self.shards, ConfigError)
+        if self.shard_processes is not None:
+            check_bool("shard_processes", self.shard_processes, ConfigError)
         check_int("port", self.port, ConfigError, minimum=0, maximum=65535)
         check_number("max_wait_ms", self.max_wait_ms, ConfigError, minimum=0, maximum=60_000)
         if self.max_queue < self.max_batch_size:

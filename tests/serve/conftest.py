@@ -80,8 +80,10 @@ def make_settings(tiny_backbone_dir: Path, spp_home: Path) -> Callable:
     from spp.serve.settings import ServeSettings
 
     def make(**overrides) -> ServeSettings:
-        # float32 pinned: answers are compared with the float32 tiny_backbone at tight tolerance
-        values = dict(backbone=str(tiny_backbone_dir), registry=spp_home, device="cpu", dtype="float32", max_wait_ms=2.0)
+        # float32 pinned: answers are compared with the float32 tiny_backbone at tight tolerance;
+        # shard threads: worker processes take seconds to start (tests/serve/test_shard_processes.py)
+        values = dict(backbone=str(tiny_backbone_dir), registry=spp_home, device="cpu", dtype="float32", max_wait_ms=2.0,
+                      shard_processes=False)
         values.update(overrides)
         return ServeSettings(**values)
 

@@ -46,7 +46,8 @@ def _wait(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
 
 def _start_replica(backbone_dir: Path, registry: str, port: int, cache: Path) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "spp.cli.main", "serve", "--backbone", str(backbone_dir), "--registry", registry,
-           "--port", str(port), "--device", "cpu", "--log-level", "warning"]
+           "--port", str(port), "--device", "cpu", "--log-level", "warning",
+           "--shard-threads"]  # worker processes: tests/serve/test_shard_processes.py (they add ~10 s per replica)
     env = dict(os.environ, SPP_BLOB_CACHE=str(cache))
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
 
