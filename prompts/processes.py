@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import pickle
 import signal
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -91,10 +92,17 @@ def _serve(conn: Connection, parts: dict, threads: int, compile: bool, max_sourc
             scores = scorer.score(texts, [tensors[i] for i in prompt_rows], [label_sets[i] for i in label_rows])
             conn.send(("ok", encode_tensor(scores.loglik), scores.sizes))
         except Exception as exc:  # the worker outlives a bad batch
-            try:
-                conn.send(("raised", exc))
-            except Exception:  # an exception that does not pickle
-                conn.send(("raised", RuntimeError(f"{type(exc).__name__}: {exc}")))
+            conn.send(("raised", _portable(exc)))
+
+
+def _portable(exc: Exception) -> Exception:
+    """``exc`` if it survives a pickle round trip (so the parent can raise it as raised), else a
+    RuntimeError with its type and message."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:
+        return RuntimeError(f"{type(exc).__name__}: {exc}")
 
 
 class _Worker:
@@ -163,24 +171,27 @@ class ProcessShardedScore:
         self._workers: list[_Worker | None] = [None] * shards
         self._pipes = ThreadPoolExecutor(shards, thread_name_prefix="spp-shard-pipe")
         try:
-            for f in [self._pipes.submit(self._worker, k) for k in range(shards)]:  # start side by side
+            for f in [self._pipes.submit(self._start, k) for k in range(shards)]:  # side by side
                 f.result()
         except BaseException:
             self.close()
             raise
         self.compiled = all(w is not None and w.compiled for w in self._workers)
 
-    def _worker(self, k: int) -> _Worker:
-        """Worker ``k``, started (again) if it is not running."""
+    def _start(self, k: int) -> None:
         with self._locks[k]:
-            worker = self._workers[k]
-            if worker is not None and not worker.process.is_alive():
-                log.warning("scoring worker %d exited (code %s); starting another", k, worker.process.exitcode)
-                worker.stop(timeout=1.0)
-                worker = None
-            if worker is None:
-                worker = self._workers[k] = _Worker(self._args)
-            return worker
+            self._live(k)
+
+    def _live(self, k: int) -> _Worker:
+        """Worker ``k``, started (again) if it is not running; the caller holds its lock."""
+        worker = self._workers[k]
+        if worker is not None and not worker.process.is_alive():
+            log.warning("scoring worker %d exited (code %s); starting another", k, worker.process.exitcode)
+            worker.stop(timeout=1.0)
+            worker = None
+        if worker is None:
+            worker = self._workers[k] = _Worker(self._args)
+        return worker
 
     def __call__(self, texts: Sequence[str], prompts: torch.Tensor | Sequence[torch.Tensor],
                  label_sets: LabelSet | Sequence[LabelSet]) -> Scores:
@@ -195,7 +206,8 @@ class ProcessShardedScore:
         return results[0] if n == 1 else merge(results, parts, len(texts))
 
     def _score(self, k: int, job: tuple) -> Scores:
-        return self._worker(k).score(job)
+        with self._locks[k]:  # one exchange at a time on a pipe, whoever calls
+            return self._live(k).score(job)
 
     def close(self) -> None:
         """Stop the workers (each finishes the shard it holds) and the pipe threads."""

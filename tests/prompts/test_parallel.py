@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from spp.prompts.parallel import ShardedScore, merge, plan
+from spp.prompts.parallel import ShardedScore, balance, merge, plan
 from spp.prompts.scoring import LabelSet, Scorer, Scores
 
 LABEL_SETS = [("yes", "no"), ("entailment", "neutral", "contradiction"), ("a", "bb", "ccc", "dddd")]
@@ -190,3 +190,23 @@ def test_warm_up_compiles_on_a_shard_thread_only_when_the_scorer_compiles(tiny_b
         assert sharded.warm_up(scorer) is compile
     assert seen == ([(seen[0][0], 1)] if compile else [])
     assert not seen or seen[0][0].startswith("spp-shard")
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5])
+@pytest.mark.parametrize("seed", range(4))
+def test_balance_deals_every_row_once_into_parts_of_nearly_equal_cost(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    costs = torch.randint(1, 900, (int(torch.randint(n, 70, (1,), generator=g)),), generator=g).tolist()
+    parts = balance(costs, n)
+    assert len(parts) == n and sorted(i for p in parts for i in p) == list(range(len(costs)))
+    assert all(p == sorted(p) for p in parts)  # batch order inside a part
+    loads = [sum(costs[i] for i in p) for p in parts]
+    assert max(loads) - min(loads) <= max(costs)  # greedy bound: never more than one row apart
+
+
+def test_balance_evens_out_what_round_robin_by_length_does_not():
+    costs = [100, 110, 200, 220, 300, 330, 400, 440]  # pairs of close lengths: round robin gives one
+    order = sorted(range(len(costs)), key=costs.__getitem__)  # shard the longer row of every pair
+    round_robin = [sum(costs[i] for i in order[k::2]) for k in range(2)]
+    balanced = [sum(costs[i] for i in p) for p in balance(costs, 2)]
+    assert round_robin == [1000, 1100] and max(balanced) - min(balanced) < 100

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
@@ -89,6 +90,26 @@ def test_a_worker_dying_with_a_shard_fails_that_shard_and_the_next_call_is_answe
     with pytest.raises(WorkerDied, match="exited|gone"):
         victim.score(processes._job(TEXTS, prompts, sets, [0, 1]))
     torch.testing.assert_close(workers(TEXTS, prompts, sets).loglik, expected)
+
+
+def test_calls_from_several_threads_at_once_get_their_own_answers(backbone, workers):
+    batches = [_batch(backbone, seed=s) for s in range(4)]
+    want = [Scorer(backbone).score(TEXTS, p, l).loglik for p, l in batches]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda b: workers(TEXTS, *b).loglik, batches * 2))
+    for g, w in zip(got, want * 2):
+        finite = torch.isfinite(w)
+        torch.testing.assert_close(g[finite], w[finite], atol=1e-5, rtol=1e-5)
+
+
+def test_an_exception_that_cannot_cross_the_pipe_arrives_as_runtime_error():
+    class Local(ValueError):  # a class defined in a function does not pickle
+        pass
+
+    plain = ValueError("bad input")
+    assert processes._portable(plain) is plain
+    portable = processes._portable(Local("bad input"))
+    assert type(portable) is RuntimeError and str(portable) == "Local: bad input"
 
 
 def test_close_stops_every_worker(backbone):
