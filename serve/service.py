@@ -2,7 +2,9 @@
 
 :class:`Service` is what the Litestar app's lifespan starts and stops and what its handlers
 call. It loads the tokenizer and the frozen T5 once, opens the registry on a dedicated
-thread, and answers predictions through the shared :class:`~spp.serve.batcher.Batcher`.
+thread, and answers predictions through the shared :class:`~spp.serve.batcher.Batcher`, whose
+batches are scored in shards: on a CPU, by default, in worker processes that map the T5's
+weights from shared memory (spp.prompts.processes).
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Mapping
 
+from spp.prompts import processes
 from spp.prompts.artifact import read_metadata
 from spp.prompts.backbone import Backbone, load_backbone
-from spp.prompts import processes
 from spp.prompts.parallel import ShardedScore, plan
 from spp.prompts.processes import ProcessShardedScore
 from spp.prompts.scoring import Scorer
