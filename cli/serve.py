@@ -48,8 +48,8 @@ def serve_cmd(
         bool | None,
         typer.Option("--shard-processes/--shard-threads",
                      help="Run each batch's shards in worker processes (an interpreter each, the weights shared) "
-                     "or threads of the server. Default: processes on a CPU with 2+ shards (6.5% more requests/s "
-                     "on average, 12 server pairs on 2 cores), threads elsewhere."),
+                     "or threads of the server. Default: processes on a CPU with 2+ shards (2% more requests/s "
+                     "measured on 2 cores; a crashed worker is replaced), threads elsewhere."),
     ] = None,
     max_inputs: Annotated[
         int, typer.Option(help="Inputs per request above which it gets 413.", rich_help_panel=_LIMITS)

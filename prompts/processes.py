@@ -11,10 +11,11 @@ a pipe: texts, prompt bytes and label sets in, log-likelihood bytes out (~10 KB 
 prompt of t5-small, next to a forward of ~0.7 s).
 
 Measured on 2 AMD EPYC vCPUs (bf16, t5-small-lm-adapt, compiled, 64 HTTP clients, 8 tasks, two
-servers side by side measured in turn, pairs of 15 s): against thread shards that dealt rows
-round robin, 6 pairs 44.0 -> 48.4 requests/s (+10%, faster in every pair); against thread shards
-split the same way (:func:`~spp.prompts.parallel.balance`), 6 pairs 41.7 -> 42.8 (+3%, 4 of 6).
-Bare 32-row batches without a server, 6 interleaved repeats: 44.2 -> 45.6 rows/s (+3%).
+servers side by side measured in turn, pairs of 15 s): against thread shards split the same way
+(:func:`~spp.prompts.parallel.balance`), 12 pairs 43.5 -> 44.5 requests/s (+2.2%, faster in 8 of
+12); against thread shards that dealt rows round robin, 6 pairs 44.0 -> 48.4 (every pair). Bare
+32-row batches without a server, 6 interleaved repeats: 44.2 -> 45.6 rows/s. A modest gain, and
+a worker that crashes (a segfault in a kernel, say) takes only its shard down, not the server.
 
 A worker that dies (killed, out of memory) fails the batch it held with :class:`WorkerDied`
 (a RuntimeError: transient) and is started again on the next call; an exception raised inside a
