@@ -31,6 +31,8 @@ def test_defaults_and_preload_parsing():
     ("compile", "yes"),
     ("shards", 0),
     ("shards", 1.5),
+    ("shard_processes", "yes"),
+    ("shard_processes", 1),
     ("log_level", "loud"),
     ("preload", [3]),
     ("host", ""),
