@@ -20,7 +20,9 @@ a worker that crashes (a segfault in a kernel, say) takes only its shard down, n
 A worker that dies (killed, out of memory) fails the batch it held with :class:`WorkerDied`
 (a RuntimeError: transient) and is started again on the next call; an exception raised inside a
 worker's forward is raised in the parent as it was raised there, and the worker keeps serving.
-Workers ignore SIGINT (the parent stops them) and exit when the parent's end of the pipe closes.
+Workers ignore SIGINT and SIGTERM (a terminal or a service manager signals the whole process
+group; the parent drains its requests, then stops them) and exit when the parent's end of the
+pipe closes, also when the parent was killed.
 """
 
 from __future__ import annotations
@@ -72,7 +74,10 @@ def decode_tensor(value: EncodedTensor) -> torch.Tensor:
 
 def _serve(conn: Connection, parts: dict, threads: int, compile: bool, max_source_length: int) -> None:
     """A worker's life: a Scorer on the shared weights, compiled first, then batches until told to stop."""
+    # Ctrl-C in a terminal and a service manager's stop signal the whole process group: the
+    # parent drains its requests first, then stops its workers itself
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     torch.set_num_threads(threads)
     try:
         backbone = Backbone(**parts)

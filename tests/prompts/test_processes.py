@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -110,6 +111,17 @@ def test_an_exception_that_cannot_cross_the_pipe_arrives_as_runtime_error():
     assert processes._portable(plain) is plain
     portable = processes._portable(Local("bad input"))
     assert type(portable) is RuntimeError and str(portable) == "Local: bad input"
+
+
+def test_workers_outlive_a_group_sigterm_and_keep_answering(backbone, workers):
+    prompts, sets = _batch(backbone, seed=3)
+    before = _pids(workers)
+    for pid in before:  # what a service manager's stop sends to every process of the group
+        os.kill(pid, signal.SIGTERM)
+    time.sleep(0.5)  # SIGTERM's default action would have ended them by now
+    assert all(w.process.is_alive() for w in workers._workers if w is not None)
+    assert workers(TEXTS, prompts, sets).sizes == [len(s.words) for s in sets]
+    assert _pids(workers) == before
 
 
 def test_close_stops_every_worker(backbone):
