@@ -110,12 +110,7 @@ class ShardedScore:
         def shard(idx: list[int]) -> Scores:
             return self.score_fn([texts[i] for i in idx], _rows(prompts, idx), _rows(label_sets, idx))
 
-        futures = [self._pool.submit(shard, idx) for idx in parts]
-        results = [_outcome(f) for f in futures]  # every shard done before an error surfaces
-        for r in results:
-            if isinstance(r, BaseException):
-                raise r
-        return merge(results, parts, len(texts))  # type: ignore[arg-type]
+        return gather([self._pool.submit(shard, idx) for idx in parts], parts, len(texts))
 
     def close(self) -> None:
         """Wait for running shards and release the threads."""
@@ -145,11 +140,19 @@ def _rows(value, idx: list[int]):
     return [value[i] for i in idx]
 
 
-def _outcome(future: Future) -> Scores | BaseException:
-    try:
-        return future.result()
-    except BaseException as exc:  # re-raised by the caller once every shard is done
-        return exc
+def gather(futures: Sequence[Future], rows: Sequence[list[int]], total: int) -> Scores:
+    """The Scores of a whole batch from its shards' futures (``rows[i]``: shard i's rows), once
+    every shard is done, so that no shard still runs when the first error is raised."""
+    results: list[Scores | BaseException] = []
+    for f in futures:
+        try:
+            results.append(f.result())
+        except BaseException as exc:
+            results.append(exc)
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
+    return merge(results, rows, total)  # type: ignore[arg-type]
 
 
 def merge(parts: Sequence[Scores], rows: Sequence[list[int]], total: int) -> Scores:

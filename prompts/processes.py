@@ -32,7 +32,7 @@ import logging
 import pickle
 import signal
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from typing import Any, Sequence
 
@@ -40,7 +40,7 @@ import torch
 import torch.multiprocessing as mp
 
 from spp.prompts.backbone import Backbone
-from spp.prompts.parallel import balance, merge
+from spp.prompts.parallel import balance, gather
 from spp.prompts.scoring import LabelSet, Scorer, Scores
 
 log = logging.getLogger(__name__)
@@ -207,11 +207,7 @@ class ProcessShardedScore:
         parts = balance([len(t) for t in texts], n)
         futures = [self._pipes.submit(self._score, k, _job(texts, prompts, label_sets, idx))
                    for k, idx in enumerate(parts)]
-        results = [_outcome(f) for f in futures]  # every shard done before an error surfaces
-        for r in results:
-            if isinstance(r, BaseException):
-                raise r
-        return results[0] if n == 1 else merge(results, parts, len(texts))
+        return gather(futures, parts, len(texts))
 
     def _score(self, k: int, job: tuple) -> Scores:
         with self._locks[k]:  # one exchange at a time on a pipe, whoever calls
@@ -225,13 +221,6 @@ class ProcessShardedScore:
                 worker, self._workers[k] = self._workers[k], None
             if worker is not None:
                 worker.stop()
-
-
-def _outcome(future: Future) -> Any:
-    try:
-        return future.result()
-    except BaseException as exc:  # re-raised by the caller once every shard is done
-        return exc
 
 
 def _job(texts: Sequence[str], prompts: torch.Tensor | Sequence[torch.Tensor],
