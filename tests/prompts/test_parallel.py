@@ -204,6 +204,15 @@ def test_balance_deals_every_row_once_into_parts_of_nearly_equal_cost(n, seed):
     assert max(loads) - min(loads) <= max(costs)  # greedy bound: never more than one row apart
 
 
+@pytest.mark.parametrize("costs", [[0, 0], [0, 0, 0, 0, 0], [5, 0, 0], [7, 7, 0]])
+def test_balance_leaves_no_part_empty_when_there_are_rows_enough(costs):
+    # empty texts cost 0: before ties went to the fewest rows, [0, 0] gave one shard both rows and
+    # the other none, and that shard's tokenizer call failed (a 422 to POST {"texts": ["", ""]})
+    for n in range(1, len(costs) + 1):
+        parts = balance(costs, n)
+        assert all(parts) and sorted(i for p in parts for i in p) == list(range(len(costs)))
+
+
 def test_balance_evens_out_what_round_robin_by_length_does_not():
     costs = [100, 110, 200, 220, 300, 330, 400, 440]  # pairs of close lengths: round robin gives one
     order = sorted(range(len(costs)), key=costs.__getitem__)  # shard the longer row of every pair
