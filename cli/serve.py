@@ -41,7 +41,9 @@ def serve_cmd(
         typer.Option("--compile/--no-compile",
                      help="torch.compile the forwards, at startup (eager if compiling fails). Default: on where "
                      "they run unpadded (a T5 on a CPU: seconds to compile, 10-15% faster scoring), off for "
-                     "transformers' padded forwards (a GPU, other models), which take 30-50 s to compile."),
+                     "transformers' padded forwards (a GPU, other models), which take 30-50 s to compile on a CPU "
+                     "and ~100 s on an H200, where a batch scored 1.7-2x faster but the server's requests/s did "
+                     "not move (its host work decides them there)."),
     ] = None,
     shards: Shards = None,
     shard_processes: Annotated[
