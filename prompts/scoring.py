@@ -157,9 +157,7 @@ class Scorer:
         """Run the encoder on ``[prompt | tokens]`` (unpadded where :attr:`packed`)."""
         embeds = self.backbone.model.get_input_embeddings()(input_ids)  # (B, L, e)
         if isinstance(prompts, torch.Tensor):
-            prompts = prompts.to(embeds.device)
-        else:
-            prompts = [p.to(embeds.device) for p in prompts]
+            prompts = prompts.to(embeds.device)  # per-row prompts are moved by prepend_prompts, once each
         inputs, mask = prepend_prompts(embeds, attention_mask, prompts)  # (B, T, e), (B, T)
         if self.packed:
             layout = packed_t5.plan(mask)

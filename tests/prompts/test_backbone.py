@@ -128,3 +128,25 @@ def test_prepend_prompts_mixed_lengths_places_padding_last() -> None:
     shared, m1 = prepend_prompts(embeds, torch.ones(2, 3, dtype=torch.long), p1)
     rows, m2 = prepend_prompts(embeds, torch.ones(2, 3, dtype=torch.long), [p1, p1])
     assert torch.equal(shared, rows) and torch.equal(m1, m2)
+
+
+def test_per_row_prompts_match_each_row_alone_and_copy_each_distinct_prompt_once() -> None:
+    from torch.profiler import ProfilerActivity, profile
+
+    g = torch.Generator().manual_seed(0)
+    e, B = 8, 64
+    distinct = [torch.randn(n, e, generator=g, requires_grad=True) for n in (1, 3, 5, 2, 4, 6, 3, 2)]
+    chosen = [distinct[(i * 5) % 8] for i in range(B)]
+    embeds = torch.randn(B, 7, e, generator=g).to(torch.bfloat16)  # prompts are float32: cast on copy
+    mask = (torch.arange(7).unsqueeze(0) < torch.randint(1, 8, (B, 1), generator=g)).long()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        out, full = prepend_prompts(embeds, mask, chosen)
+    copies = sum(ev.name == "aten::copy_" for ev in prof.events())
+    assert copies <= len(distinct) + 4, copies  # was 2 per row (a cast, then a copy)
+    for i in range(B):  # each row as the one-prompt path builds it alone, then padding
+        alone, m = prepend_prompts(embeds[i : i + 1], mask[i : i + 1], chosen[i])
+        n = int(m.sum())
+        assert torch.equal(out[i, :n], alone[0][m[0].bool()]) and full[i].tolist() == [1] * n + [0] * (out.shape[1] - n)
+        assert not out[i, n:].any()
+    out.float().sum().backward()  # gradients reach every distinct prompt through the index
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in distinct)
