@@ -18,7 +18,7 @@ from spp.prompts.errors import SppError
 from spp.prompts.flops import device_peak
 from spp.prompts.hardware import cpu_bf16_flags, cpu_model_name
 from spp.prompts.parallel import ShardedScore
-from spp.prompts.processes import ProcessShardedScore
+from spp.prompts.processes import ProcessShardedScore, start_shards
 from spp.prompts.scoring import Scorer
 
 
@@ -92,12 +92,11 @@ class BareScorer:
         """An older server's /health has no shards or threads: one shard on torch's threads; a
         server whose shards run in worker processes gets worker processes here too."""
         threads = health.get("threads") if backbone.device.type == "cpu" else None
-        compiled, shards = health.get("compiled", False), health.get("shards") or 1
-        if health.get("shard_processes"):
-            return cls(ProcessShardedScore(backbone, shards, threads or 1, compile=compiled), backbone.device)
-        scorer = Scorer(backbone, compile=compiled)
-        score = ShardedScore(scorer.score, shards, threads)
-        score.run(scorer.warm_up)  # on a shard thread: compiled kernels keep the builder's thread count
+        scorer = Scorer(backbone, compile=health.get("compiled", False))
+        score, _ = start_shards(scorer, health.get("shards") or 1, threads,
+                                in_processes=bool(health.get("shard_processes")))
+        if isinstance(score, ShardedScore) and not scorer.compiled:
+            score.run(scorer.warm_up)  # eager forwards warmed too (allocator, kernels) before any timing
         return cls(score, backbone.device)
 
     def close(self) -> None:

@@ -40,7 +40,7 @@ import torch
 import torch.multiprocessing as mp
 
 from spp.prompts.backbone import Backbone
-from spp.prompts.parallel import balance, gather
+from spp.prompts.parallel import ShardedScore, balance, gather
 from spp.prompts.scoring import LabelSet, Scorer, Scores
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,20 @@ def wanted(choice: bool | None, device: torch.device, shards: int) -> bool:
     """Whether shards run in processes: as chosen, or (None) on a CPU whenever a batch has
     several shards (one GPU stream gains nothing from a second interpreter)."""
     return choice if choice is not None else (device.type == "cpu" and shards > 1)
+
+
+def start_shards(scorer: Scorer, shards: int, threads: int | None, *, in_processes: bool
+                 ) -> tuple[ShardedScore | ProcessShardedScore, bool]:
+    """Each batch in ``shards`` shards at once, in worker processes or on threads of this one,
+    with ``threads`` torch threads each; the scorer's forwards compiled (where it compiles) before
+    this returns. Returns the shards and whether they run compiled. ``scorer`` decides the
+    forwards (packed, compile) and the source length; in processes each worker builds its own."""
+    if in_processes:
+        sharded = ProcessShardedScore(scorer.backbone, shards, threads or 1, compile=scorer.compiled,
+                                      max_source_length=scorer.max_source_length)
+        return sharded, sharded.compiled
+    threaded = ShardedScore(scorer.score, shards, threads)
+    return threaded, threaded.warm_up(scorer)
 
 
 def encode_tensor(t: torch.Tensor) -> EncodedTensor:

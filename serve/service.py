@@ -147,14 +147,7 @@ class Service:
         shards, threads = plan(self.settings.shards, self.backbone.device)
         self.shard_processes = processes.wanted(self.settings.shard_processes, self.backbone.device, shards)
         asked = scorer.compiled  # compile asked for (or chosen automatically), not yet tried
-        sharded: ShardedScore | ProcessShardedScore
-        if self.shard_processes:
-            sharded = ProcessShardedScore(self.backbone, shards, threads, compile=asked,
-                                          max_source_length=self.settings.max_source_length)
-            self.compiled = sharded.compiled
-        else:
-            sharded = ShardedScore(scorer.score, shards, threads)
-            self.compiled = sharded.warm_up(scorer)
+        sharded, self.compiled = processes.start_shards(scorer, shards, threads, in_processes=self.shard_processes)
         if asked:
             log.info("backbone forwards %s", "compiled" if self.compiled else "run eagerly (compile failed)")
         return sharded
