@@ -14,6 +14,8 @@
 #   mkdir -p .gpu && cp -r /work/shared/data/t5-tokenizer /work/shared/data/rte .gpu/
 #
 # Then: run(command="bash bench/device.sh", carry=[".whl", ".gpu"], timeout_s=500).
+# SPP_CUDNN_ATTENTION=1 in front keeps cuDNN's attention on (spp turns it off on a GPU): the A/B
+# of that choice, which the first H200 run (2026-11-30) could not yet take.
 # Each benchmark runs under its own time limit and a failing one does not stop the rest; the
 # JSON results and one log come back under $OUT. SMOKE=1 runs tiny sizes (a check of this
 # script on a CPU machine: DEVICE=cpu PY=.venv/bin/python SKIP_INSTALL=1 SMOKE=1).

@@ -9,7 +9,7 @@ encoder input with :func:`prepend_prompts`, so they agree exactly.
 from __future__ import annotations
 
 from spp.prompts.errors import SppError
-from spp.prompts.hardware import DTYPES, DtypeChoice, choose_dtype
+from spp.prompts.hardware import DTYPES, DtypeChoice, choose_dtype, gpu_attention
 
 import copy
 import hashlib
@@ -248,6 +248,8 @@ def load_backbone(
     freeze(model, dropout)
     choice = resolve_dtype(dtype, dev, model.config)
     log.info("backbone %s runs in %s on %s (%s)", name, choice.name, dev, choice.reason)
+    if (attention := gpu_attention(dev)) is not None:
+        log.info("%s", attention)
     model.to(device=dev, dtype=choice.dtype)
     model.train(dropout == "keep")
     return Backbone(model=model, tokenizer=tok, name=name, fingerprint=fp, revision=revision,

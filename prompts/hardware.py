@@ -127,6 +127,32 @@ def choose_dtype(device: torch.device, d_model: int = 512, d_ff: int = 1024) -> 
     return choice
 
 
+CUDNN_ATTENTION_ENV = "SPP_CUDNN_ATTENTION"  # "1": leave cuDNN's attention kernels on (see gpu_attention)
+
+
+def gpu_attention(device: torch.device) -> str | None:
+    """On a CUDA device, turn cuDNN's fused attention off for this process (SDPA then takes the
+    memory-efficient kernel, which takes T5's position bias, or flash/math); returns why, for
+    the log, or None when nothing changed. ``$SPP_CUDNN_ATTENTION=1`` leaves it on.
+
+    Why: torch keeps cuDNN's attention plans per thread and per exact shape, and builds a new one
+    on every miss (tens of ms each, by upstream reports). spp's batches vary in rows and tokens,
+    and its shard threads come and go. On an H200 (bf16, t5-small-lm-adapt) a bare batch of
+    random RTE rows took ~80 ms in the server benchmark whatever its size (8 or 64 rows), against
+    26 ms for one 64-row batch repeated (bench/stages.py); `compute_transfer`, whose shard thread
+    is new on each call, took ~1.5 s more per call than single-prompt scoring on a long-lived
+    thread. Both fit a plan built per new shape. cuDNN's host cost per call is also the higher
+    one when its plan is cached (upstream), and t5-small is host-bound on a GPU. The change
+    itself is not yet measured on a GPU: bench/device.sh is the check."""
+    if device.type != "cuda" or os.environ.get(CUDNN_ATTENTION_ENV, "").strip() == "1":
+        return None
+    if not torch.backends.cuda.cudnn_sdp_enabled():
+        return None
+    torch.backends.cuda.enable_cudnn_sdp(False)
+    return (f"cuDNN attention off for this process (its plans are built per thread and per batch shape; "
+            f"${CUDNN_ATTENTION_ENV}=1 keeps it)")
+
+
 def autocast(device: torch.device, dtype: torch.dtype):
     """Context for a training forward: bf16 matmuls when the backbone runs in bf16, else none.
 

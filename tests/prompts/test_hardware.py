@@ -11,7 +11,9 @@ import torch
 
 from spp.prompts.backbone import load_backbone, resolve_dtype
 from spp.prompts.errors import ConfigError
-from spp.prompts.hardware import CPU_DTYPE_ENV, MIN_SPEEDUP, choose_cpu_dtype, choose_dtype, cpu_bf16_flags
+from spp.prompts.hardware import (
+    CPU_DTYPE_ENV, CUDNN_ATTENTION_ENV, MIN_SPEEDUP, choose_cpu_dtype, choose_dtype, cpu_bf16_flags, gpu_attention,
+)
 from spp.prompts.scoring import LabelSet, Scorer, score_texts
 from spp.prompts.tasks.catalog import get_task
 from spp.prompts.tasks.data import load_split
@@ -127,3 +129,24 @@ def test_training_a_bf16_backbone_keeps_prompt_and_optimizer_float32(tiny_backbo
     fp32_acc = sum(p == y for p, y in zip(score_texts(Scorer(tiny_backbone), test.texts, fp32_prompt, labels)[0],
                                           test.labels)) / len(test)
     assert result.artifact.meta.metrics["test"]["accuracy"] >= fp32_acc - 0.05
+
+
+@pytest.fixture
+def cudnn_attention_flag():
+    """torch's process-wide cuDNN-attention switch, put back after the test (it is a flag: setting
+    it needs no GPU, which is how this runs on a CPU machine)."""
+    before = torch.backends.cuda.cudnn_sdp_enabled()
+    torch.backends.cuda.enable_cudnn_sdp(True)
+    yield
+    torch.backends.cuda.enable_cudnn_sdp(before)
+
+
+def test_cudnn_attention_is_turned_off_for_a_gpu_only(cudnn_attention_flag, monkeypatch) -> None:
+    monkeypatch.delenv(CUDNN_ATTENTION_ENV, raising=False)
+    assert gpu_attention(torch.device("cpu")) is None and torch.backends.cuda.cudnn_sdp_enabled()
+    monkeypatch.setenv(CUDNN_ATTENTION_ENV, "1")  # the user keeps it
+    assert gpu_attention(torch.device("cuda")) is None and torch.backends.cuda.cudnn_sdp_enabled()
+    monkeypatch.delenv(CUDNN_ATTENTION_ENV)
+    why = gpu_attention(torch.device("cuda"))
+    assert why is not None and CUDNN_ATTENTION_ENV in why and not torch.backends.cuda.cudnn_sdp_enabled()
+    assert gpu_attention(torch.device("cuda")) is None  # already off: nothing to say twice
