@@ -53,6 +53,13 @@ def serve_cmd(
                      "or threads of the server. Default: processes on a CPU with 2+ shards (2% more requests/s "
                      "measured on 2 cores; a crashed worker is replaced), threads elsewhere."),
     ] = None,
+    pipeline: Annotated[
+        bool | None,
+        typer.Option("--pipeline/--no-pipeline",
+                     help="With shard processes: each worker scores whole batches, as many batches in flight as "
+                     "workers, instead of each batch split over all of them. Default: on with shard processes "
+                     "(+4.5% requests/s over 10 server pairs on 2 cores, faster in 8)."),
+    ] = None,
     max_inputs: Annotated[
         int, typer.Option(help="Inputs per request above which it gets 413.", rich_help_panel=_LIMITS)
     ] = 64,
@@ -113,6 +120,7 @@ def serve_cmd(
         compile=compile,
         shards=shards,
         shard_processes=shard_processes,
+        pipeline=pipeline,
         max_inputs=max_inputs,
         max_input_chars=max_input_chars,
         max_source_length=max_source_length,

@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import pickle
+import queue
 import signal
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -190,6 +191,9 @@ class ProcessShardedScore:
         self._args = (parts, threads, compile, max_source_length)
         backbone.model.share_memory()  # workers map the weights instead of copying them
         self._locks = [threading.Lock() for _ in range(shards)]
+        self._idle: queue.SimpleQueue[int] = queue.SimpleQueue()  # workers free for a whole batch
+        for k in range(shards):
+            self._idle.put(k)
         self._workers: list[_Worker | None] = [None] * shards
         self._pipes = ThreadPoolExecutor(shards, thread_name_prefix="spp-shard-pipe")
         try:
@@ -222,6 +226,20 @@ class ProcessShardedScore:
         futures = [self._pipes.submit(self._score, k, _job(texts, prompts, label_sets, idx))
                    for k, idx in enumerate(parts)]
         return gather(futures, parts, len(texts))
+
+    def whole(self, texts: Sequence[str], prompts: torch.Tensor | Sequence[torch.Tensor],
+              label_sets: LabelSet | Sequence[LabelSet]) -> Scores:
+        """The whole batch on one idle worker (waiting for one if none is): for callers that keep
+        as many batches in flight as there are workers (the server's batcher with concurrency).
+        Measured (bare, 2 workers of 1 thread, bf16 t5-small, 32-row RTE batches of 8 prompts, 4
+        interleaved pairs of 20 s): two whole batches at once 49.9 rows/s, each batch split
+        over both workers 45.6 (+9%): one thread scores 32 rows at a higher rate than 16, and no
+        worker waits for the other at the end of a batch."""
+        k = self._idle.get()
+        try:
+            return self._score(k, _job(texts, prompts, label_sets, list(range(len(texts)))))
+        finally:
+            self._idle.put(k)
 
     def _score(self, k: int, job: tuple) -> Scores:
         with self._locks[k]:  # one exchange at a time on a pipe, whoever calls

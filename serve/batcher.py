@@ -12,6 +12,11 @@ when that measures faster.
 A request larger than the free room of a batch is split across batches and answered when
 its last row is scored.
 
+With ``concurrency`` > 1 (worker processes that each score whole batches: spp.prompts.processes)
+that many batches are in flight at once, one per scoring thread, and a batch formed while other
+slots are free takes only its share of the queued rows: 64 queued rows and 2 free slots make two
+batches of 32 at once, not one of 64 while the other worker waits for its clients' next requests.
+
 Failure isolation: if scoring a mixed batch raises, each request of the batch is scored
 again on its own; only requests that fail alone get an error. The worker never dies on a row.
 
@@ -79,7 +84,8 @@ class _Chunk:
 
 
 class Batcher:
-    """One asyncio-facing queue and one worker; scoring runs on a single dedicated thread."""
+    """One asyncio-facing queue and one worker; scoring runs on ``concurrency`` dedicated threads
+    (one batch each; 1 by default)."""
 
     def __init__(
         self,
@@ -91,10 +97,14 @@ class Batcher:
         retry_after_s: int = 1,
         tuner: MicroBatchTuner | None = None,
         on_batch: BatchHook | None = None,
+        concurrency: int = 1,
     ) -> None:
-        if max_batch_size < 1 or max_queue < 1 or max_wait_ms < 0:
-            raise ValueError("max_batch_size and max_queue must be >= 1 and max_wait_ms >= 0")
+        if max_batch_size < 1 or max_queue < 1 or max_wait_ms < 0 or concurrency < 1:
+            raise ValueError("max_batch_size, max_queue and concurrency must be >= 1 and max_wait_ms >= 0")
+        if tuner is not None and concurrency > 1:
+            raise ValueError("a micro-batch tuner measures one scoring thread: use it with concurrency 1")
         self._score_fn = score_fn
+        self.concurrency = concurrency
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000.0
         self.max_queue = max_queue
@@ -107,6 +117,9 @@ class Batcher:
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._slots: asyncio.Semaphore | None = None  # free scoring threads
+        self._in_flight: set[asyncio.Task] = set()
+        self._busy = 0  # batches being scored
         self._closed = False
 
     # ------------------------------------------------------------------------------- lifecycle
@@ -116,7 +129,8 @@ class Batcher:
             return
         self._closed = False
         self._wakeup = asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spp-score")
+        self._slots, self._busy = asyncio.Semaphore(self.concurrency), 0
+        self._executor = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="spp-score")
         self._task = asyncio.create_task(self._worker(), name="spp-batcher")
 
     async def close(self) -> None:
@@ -129,6 +143,9 @@ class Batcher:
             except asyncio.CancelledError:
                 pass
             self._task = None
+        for task in list(self._in_flight):  # as the worker's own batch was before: cancelled
+            task.cancel()
+        await asyncio.gather(*self._in_flight, return_exceptions=True)
         while self._queue:
             job = self._queue.popleft().job
             if not job.future.done():
@@ -176,17 +193,38 @@ class Batcher:
 
     # ---------------------------------------------------------------------------------- worker
     async def _worker(self) -> None:
-        assert self._wakeup is not None
+        assert self._wakeup is not None and self._slots is not None
         while True:
+            await self._slots.acquire()  # a free scoring thread first (with 1: the last batch done)
             try:
                 await self._fill()
                 batch = self._take()
-                if batch:
-                    await self._run(batch)
             except asyncio.CancelledError:
+                self._slots.release()
                 raise
             except Exception:  # a bug must not stop serving: log it and keep going
+                self._slots.release()
                 log.exception("batcher worker error")
+                continue
+            if not batch:
+                self._slots.release()
+                continue
+            self._busy += 1
+            task = asyncio.create_task(self._run_in_slot(batch), name="spp-batch")
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+
+    async def _run_in_slot(self, batch: list[_Chunk]) -> None:
+        assert self._slots is not None
+        try:
+            await self._run(batch)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bug must not stop serving: log it and keep going
+            log.exception("batcher worker error")
+        finally:
+            self._busy -= 1
+            self._slots.release()
 
     async def _fill(self) -> None:
         """Wait for a first row, then until the batch is full, arrivals pause, or the cap is hit.
@@ -213,9 +251,13 @@ class Batcher:
                 return
 
     def _take(self) -> list[_Chunk]:
-        """Pop up to max_batch_size rows (splitting a large request); skip cancelled requests."""
+        """Pop up to max_batch_size rows (splitting a large request); skip cancelled requests.
+        With other scoring threads free, only this batch's share of the queued rows."""
         batch: list[_Chunk] = []
         room = self.max_batch_size
+        free = self.concurrency - self._busy  # this batch's scoring thread and the idle ones
+        if free > 1:
+            room = min(room, -(-self._pending // free))  # ceil: the queued rows spread over the free slots
         while self._queue and room > 0:
             chunk = self._queue[0]
             if chunk.job.future.done():  # cancelled by its caller

@@ -79,6 +79,7 @@ class HealthResponse(Struct, omit_defaults=True):
     shards: int | None = None  # shards of a batch scored at once (--shards)
     threads: int | None = None  # torch CPU threads per shard
     shard_processes: bool | None = None  # whether shards run in worker processes (--shard-processes)
+    pipeline: bool | None = None  # whether each worker scores whole batches, several in flight (--pipeline)
 
 
 class ReadyResponse(Struct, omit_defaults=True):

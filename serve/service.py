@@ -78,6 +78,7 @@ class Service:
         self._sharded: ShardedScore | ProcessShardedScore | None = None
         self.shard_processes: bool | None = None  # whether shards run in worker processes, once started
         self.compiled: bool | None = None  # whether the forwards run compiled, once started
+        self.pipeline: bool | None = None  # whether workers score whole batches, several in flight
         # sha256 -> (blob file stat when its hash was checked, fields, labels)
         self._headers: OrderedDict[str, tuple[tuple[int, ...], list[str], list[str]]] = OrderedDict()
 
@@ -126,15 +127,23 @@ class Service:
         # padded ones on a CPU (measured in the server: whole packed batches 29.1/27.7 req/s vs
         # tuned micro-batches 28.4/29.3, the same; see spp.serve.tuning for the padded case).
         padded_cpu = self.backbone.device.type == "cpu" and not scorer.packed
-        tune = s.micro_batches if s.micro_batches is not None else padded_cpu
+        # whole batches per worker, as many in flight as workers (spp.serve.batcher): processes only
+        pipeline = isinstance(sharded, ProcessShardedScore) and sharded.shards > 1 and s.pipeline is not False
+        self.pipeline = pipeline
+        if pipeline:
+            log.info("each worker scores whole batches, %d batches in flight (--no-pipeline splits them)", sharded.shards)
+        elif s.pipeline:
+            log.warning("--pipeline needs 2+ shards in worker processes; each batch is scored split over its shards")
+        tune = not pipeline and (s.micro_batches if s.micro_batches is not None else padded_cpu)
         self.batcher = Batcher(
-            self._sharded,
+            sharded.whole if pipeline else sharded,
             max_batch_size=s.max_batch_size,
             max_wait_ms=s.max_wait_ms,
             max_queue=s.max_queue,
             retry_after_s=s.retry_after_s,
             tuner=MicroBatchTuner() if tune else None,
             on_batch=self.metrics.observe_batch,
+            concurrency=sharded.shards if pipeline else 1,
         )
         await self.batcher.start()
         for ref in s.preload:  # a bad preload reference fails startup, loudly
@@ -186,7 +195,7 @@ class Service:
         return HealthResponse(status="ok", dtype=str(self.backbone.dtype).removeprefix("torch."),
                               dtype_reason=self.backbone.dtype_reason, compiled=self.compiled, packed=packed,
                               shards=sharded.shards if sharded else None, threads=sharded.threads if sharded else None,
-                              shard_processes=self.shard_processes)
+                              shard_processes=self.shard_processes, pipeline=self.pipeline)
 
     async def readiness(self) -> ReadyResponse:
         """Ready when the model is loaded, the batcher runs and the registry answers."""

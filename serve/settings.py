@@ -42,6 +42,9 @@ class ServeSettings:
         another's GIL) instead of threads of the server's process (spp.prompts.processes). The
         workers share the backbone's weights; each compiles its own forwards at startup. None:
         processes on a CPU when a batch has 2 or more shards, threads otherwise.
+    pipeline: with shards in worker processes, each worker scores whole batches and as many
+        batches are in flight as there are workers (spp.serve.batcher), instead of every batch
+        split over all workers. None: on whenever the shards run in processes.
     max_inputs: inputs per request above which the request gets 413.
     max_input_chars: characters of one formatted input above which the request gets 413.
     cache_size: prompts kept on the device (LRU by name and version).
@@ -76,6 +79,7 @@ class ServeSettings:
     compile: bool | None = None
     shards: int | None = None
     shard_processes: bool | None = None
+    pipeline: bool | None = None
     max_inputs: int = 64
     max_input_chars: int = 4096
     max_source_length: int = 512
@@ -104,8 +108,11 @@ class ServeSettings:
         if self.compile is not None:
             check_bool("compile", self.compile, ConfigError)
         check_shards(self.shards, ConfigError)
-        if self.shard_processes is not None:
-            check_bool("shard_processes", self.shard_processes, ConfigError)
+        for name in ("shard_processes", "pipeline"):
+            if getattr(self, name) is not None:
+                check_bool(name, getattr(self, name), ConfigError)
+        if self.pipeline and self.shard_processes is False:
+            raise ConfigError("pipeline needs the shards in worker processes: drop --shard-threads or --pipeline")
         check_int("port", self.port, ConfigError, minimum=0, maximum=65535)
         check_number("max_wait_ms", self.max_wait_ms, ConfigError, minimum=0, maximum=60_000)
         if self.max_queue < self.max_batch_size:

@@ -42,7 +42,7 @@ def test_options_reach_the_settings(captured, tmp_path: Path):
         "--host", "0.0.0.0", "--port", "9001", "--max-batch-size", "16", "--max-wait-ms", "2.5",
         "--max-queue", "256", "--device", "cpu", "--tokenizer", "some/tok", "--max-inputs", "8",
         "--max-input-chars", "100", "--cache-size", "3", "--no-micro-batches", "--revision", "v1.1",
-        "--max-source-length", "128", "--shards", "3", "--shard-threads",
+        "--max-source-length", "128", "--shards", "3", "--shard-threads", "--no-pipeline",
     ])
     assert result.exit_code == 0, result.output
     (s,) = captured
@@ -50,7 +50,7 @@ def test_options_reach_the_settings(captured, tmp_path: Path):
         "random:t5-small", str(tmp_path), ("rte@prod", "cb"), "0.0.0.0", 9001)
     assert (s.max_batch_size, s.max_wait_ms, s.max_queue, s.device, s.tokenizer) == (16, 2.5, 256, "cpu", "some/tok")
     assert (s.max_inputs, s.max_input_chars, s.cache_size, s.micro_batches) == (8, 100, 3, False)
-    assert (s.revision, s.max_source_length, s.shards, s.shard_processes) == ("v1.1", 128, 3, False)
+    assert (s.revision, s.max_source_length, s.shards, s.shard_processes, s.pipeline) == ("v1.1", 128, 3, False, False)
 
 
 def test_security_options_reach_the_settings(captured, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -86,6 +86,7 @@ def test_defaults(captured):
     assert s.micro_batches is None  # automatic: on for a CPU running padded forwards
     assert s.shards is None and s.compile is None  # automatic: 2 shards and compiled sublayers on a CPU
     assert s.shard_processes is None  # automatic: worker processes on a CPU with 2+ shards
+    assert s.pipeline is None  # automatic: on with worker processes
     assert (s.registry, s.host, s.port, s.max_batch_size, s.max_wait_ms, s.max_queue, s.device, s.preload) == (
         None, "127.0.0.1", 8000, 64, 5.0, 1024, "auto", ())
     assert (s.api_keys, s.metrics_auth, s.ssl_certfile, s.allowed_hosts, s.body_timeout_s) == ((), True, None, (), 10.0)

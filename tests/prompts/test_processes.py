@@ -4,6 +4,7 @@ worker replaced, nothing left running after close. Real spawned processes throug
 from __future__ import annotations
 
 import os
+import threading
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -101,6 +102,34 @@ def test_calls_from_several_threads_at_once_get_their_own_answers(backbone, work
     for g, w in zip(got, want * 2):
         finite = torch.isfinite(w)
         torch.testing.assert_close(g[finite], w[finite], atol=1e-5, rtol=1e-5)
+
+
+def test_whole_batches_go_to_idle_workers_one_each(backbone, workers):
+    """``whole``: the batch unsplit on one idle worker; two callers at once get one worker each."""
+    batches = [_batch(backbone, seed=s) for s in range(4)]
+    want = [Scorer(backbone).score(TEXTS, p, l).loglik for p, l in batches]
+    first_two, lock, taken = threading.Barrier(2, timeout=20), threading.Lock(), []
+    score = workers._score
+
+    def spy(k, job):  # the first two calls meet here: both hold a worker at once
+        with lock:
+            taken.append(k)
+            meet = len(taken) <= 2
+        if meet:
+            first_two.wait()
+        assert len(job[0]) == len(TEXTS)  # the whole batch, not a shard of it
+        return score(k, job)
+
+    workers._score = spy
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            got = list(pool.map(lambda b: workers.whole(TEXTS, *b).loglik, batches * 2))
+    finally:
+        del workers._score
+    for g, w in zip(got, want * 2):
+        finite = torch.isfinite(w)
+        torch.testing.assert_close(g[finite], w[finite], atol=1e-5, rtol=1e-5)
+    assert sorted(taken[:2]) == [0, 1] and len(taken) == 8  # at once: different workers
 
 
 def test_an_exception_that_cannot_cross_the_pipe_arrives_as_runtime_error():

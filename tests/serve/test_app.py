@@ -192,7 +192,8 @@ def test_health_ready_metrics_and_openapi(client, kit):
     shards, threads = plan(None, torch.device("cpu"), TEST_THREADS)  # 2 and 1 on a 2-core machine
     assert client.get("/health").json() == {"status": "ok", "dtype": "float32", "dtype_reason": "--dtype float32",
                                            "compiled": True, "packed": True,  # defaults: both, on a CPU
-                                           "shards": shards, "threads": threads, "shard_processes": False}
+                                           "shards": shards, "threads": threads, "shard_processes": False,
+                                           "pipeline": False}
     assert client.app.state.spp.batcher.tuner is None  # unpadded forwards: one forward per batch
     ready = client.get("/ready")
     assert ready.status_code == 200 and ready.json()["status"] == "ready" and ready.json()["device"] == "cpu"

@@ -255,3 +255,47 @@ def test_micro_batches_are_length_sorted_mix_tasks_and_keep_the_answer_order():
     assert [n for _, n in fake.calls] == [2, 2, 1]  # micro-batches still mix the two prompts
     assert r1.preds == [len(t) % 3 for t in texts[:4]] and r2.preds == [len(t) % 2 for t in texts[4:]]
     assert tuner.records == [(3, 7)]
+
+
+class GatedScorer(FakeScorer):
+    """Holds every call until released; records how many calls ran at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        import threading
+
+        self.gate, self.lock, self.running, self.most = threading.Event(), threading.Lock(), 0, 0
+
+    def __call__(self, texts, prompts, label_sets) -> Scores:
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        try:
+            assert self.gate.wait(timeout=10)
+            return super().__call__(texts, prompts, label_sets)
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+@pytest.mark.parametrize("concurrency", [1, 2, 3])
+def test_concurrency_keeps_that_many_batches_in_flight_each_with_its_share_of_the_queue(concurrency):
+    gated = GatedScorer()
+    texts = [f"r{'x' * i}" for i in range(12)]
+
+    async def body(b: Batcher):
+        asked = [asyncio.ensure_future(b.submit([t], torch.zeros(1, 4), LABELS_2)) for t in texts]
+        await asyncio.sleep(0.3)  # every batch that can start has started, and waits on the gate
+        gated.gate.set()
+        return await asyncio.gather(*asked)
+
+    results = run(_with_batcher(gated, body, max_batch_size=64, max_wait_ms=20, concurrency=concurrency))
+    assert [r.preds for r in results] == [[len(t) % 2] for t in texts]
+    assert gated.most == concurrency
+    # the 12 queued rows spread over the free threads: 12, or 6 + 6, or 4 + 4 + 4
+    assert sorted(len(t) for t, _ in gated.calls) == [12 // concurrency] * concurrency
+
+
+def test_a_tuner_is_refused_with_concurrency():
+    with pytest.raises(ValueError, match="concurrency"):
+        Batcher(FakeScorer(), tuner=MicroBatchTuner(), concurrency=2)

@@ -33,6 +33,7 @@ def test_defaults_and_preload_parsing():
     ("shards", 1.5),
     ("shard_processes", "yes"),
     ("shard_processes", 1),
+    ("pipeline", "yes"),
     ("log_level", "loud"),
     ("preload", [3]),
     ("host", ""),
@@ -47,3 +48,6 @@ def test_cross_field_rules():
         ServeSettings(backbone="x", max_batch_size=64, max_queue=32)
     with pytest.raises(ConfigError, match="max_inputs .* must not exceed max_queue"):
         ServeSettings(backbone="x", max_batch_size=8, max_queue=16, max_inputs=32)
+    with pytest.raises(ConfigError, match="pipeline needs the shards in worker processes"):
+        ServeSettings(backbone="x", pipeline=True, shard_processes=False)
+    assert ServeSettings(backbone="x", pipeline=False, shard_processes=False).pipeline is False

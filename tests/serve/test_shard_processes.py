@@ -34,6 +34,7 @@ def test_worker_processes_answer_like_spp_eval_survive_a_kill_and_stop_with_the_
     with TestClient(create_app(settings), raise_server_exceptions=False) as c:
         health = c.get("/health").json()
         assert (health["shard_processes"], health["shards"], health["threads"]) == (True, 2, 1)
+        assert health["pipeline"] is True  # whole batches, one per worker, two in flight
         assert health["compiled"] is True  # each worker compiled its forwards before /ready
         procs = _workers(c)
         assert len(procs) == 2 and all(p.is_alive() and p.pid != os.getpid() for p in procs)
