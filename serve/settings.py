@@ -103,14 +103,10 @@ class ServeSettings:
         for name in ("max_batch_size", "max_queue", "max_inputs", "max_input_chars", "max_source_length",
                      "cache_size", "retry_after_s"):
             check_int(name, getattr(self, name), ConfigError)
-        if self.micro_batches is not None:
-            check_bool("micro_batches", self.micro_batches, ConfigError)
-        if self.compile is not None:
-            check_bool("compile", self.compile, ConfigError)
-        check_shards(self.shards, ConfigError)
-        for name in ("shard_processes", "pipeline"):
+        for name in ("micro_batches", "compile", "shard_processes", "pipeline"):  # None: automatic
             if getattr(self, name) is not None:
                 check_bool(name, getattr(self, name), ConfigError)
+        check_shards(self.shards, ConfigError)
         if self.pipeline and self.shard_processes is False:
             raise ConfigError("pipeline needs the shards in worker processes: drop --shard-threads or --pipeline")
         check_int("port", self.port, ConfigError, minimum=0, maximum=65535)
