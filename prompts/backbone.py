@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Iterator, Literal, Sequence
+from typing import Callable, Hashable, Iterator, Literal, Sequence, TypeVar
 
 import torch
 from torch import nn
@@ -347,17 +347,28 @@ def _rows_of_prompts(prompts: Sequence[torch.Tensor], embeds: torch.Tensor) -> t
     rows carries a handful of prompts, and on a GPU, where t5-small is host-bound, a cast and a
     copy per row were 128 kernel launches per batch (and one host-to-device copy per row when
     the prompts were on the CPU). The row index and lengths travel as one small tensor."""
-    slot: dict[int, int] = {}
-    distinct: list[torch.Tensor] = []
-    rows: list[int] = []
-    for p in prompts:
-        k = slot.setdefault(id(p), len(distinct))
-        if k == len(distinct):
-            distinct.append(p)
-        rows.append(k)
+    distinct, rows = distinct_rows(prompts)
     sizes = [p.shape[0] for p in distinct]
     table = embeds.new_zeros(len(distinct), max(sizes), embeds.shape[-1])  # (U, n_max, e)
     for k, p in enumerate(distinct):
         table[k, : sizes[k]] = p  # copy_ casts and moves in one step
     index = torch.tensor([rows, [sizes[k] for k in rows]], device=embeds.device)  # (2, B)
     return table[index[0]], index[1]  # (B, n_max, e), (B,)
+
+
+T = TypeVar("T")
+
+
+def distinct_rows(items: Sequence[T], key: Callable[[T], Hashable] = id) -> tuple[list[T], list[int]]:
+    """The distinct items, first seen first, and for each item the index of its distinct one.
+    ``key`` says what is the same: identity by default (tensors have no value equality; a batch
+    passes the same prompt object for each row of one task)."""
+    slot: dict[Hashable, int] = {}
+    distinct: list[T] = []
+    rows: list[int] = []
+    for item in items:
+        k = slot.setdefault(key(item), len(distinct))
+        if k == len(distinct):
+            distinct.append(item)
+        rows.append(k)
+    return distinct, rows

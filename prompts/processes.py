@@ -40,7 +40,7 @@ from typing import Any, Sequence
 import torch
 import torch.multiprocessing as mp
 
-from spp.prompts.backbone import Backbone
+from spp.prompts.backbone import Backbone, distinct_rows
 from spp.prompts.parallel import ShardedScore, balance, gather
 from spp.prompts.scoring import LabelSet, Scorer, Scores
 
@@ -260,9 +260,6 @@ def _job(texts: Sequence[str], prompts: torch.Tensor | Sequence[torch.Tensor],
     """Rows ``idx`` as plain values: each distinct prompt and label set once, rows pointing at them."""
     rows_p = [prompts] * len(idx) if isinstance(prompts, torch.Tensor) else [prompts[i] for i in idx]
     rows_l = [label_sets] * len(idx) if isinstance(label_sets, LabelSet) else [label_sets[i] for i in idx]
-    distinct: dict[int, int] = {}
-    prompt_rows = [distinct.setdefault(id(p), len(distinct)) for p in rows_p]
-    encoded = [encode_tensor(p) for p in {id(p): p for p in rows_p}.values()]
-    labels: dict[LabelSet, int] = {}
-    label_rows = [labels.setdefault(s, len(labels)) for s in rows_l]
-    return [texts[i] for i in idx], prompt_rows, encoded, label_rows, list(labels)
+    distinct, prompt_rows = distinct_rows(rows_p)
+    labels, label_rows = distinct_rows(rows_l, key=lambda s: s)  # label sets compare by value
+    return [texts[i] for i in idx], prompt_rows, [encode_tensor(p) for p in distinct], label_rows, labels
